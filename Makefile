@@ -1,0 +1,60 @@
+# taxifare pipelines — every task a user does is one target.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+UV := $(VENV)/bin/uv
+STAMP := $(VENV)/.installed
+TAXIFARE := $(VENV)/bin/taxifare
+PYTEST := $(PY) -m pytest
+
+.PHONY: install run test test-fast test-reliability test-containers bench bench-model bench-serve \
+        compile tensorboard serve image push submit kind-up kind-down clean lock
+
+install: $(STAMP)
+
+# Idempotent: the venv is (re)built only when the lockfile or pyproject changes.
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(UV) || $(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(UV) pip sync --python $(PY) requirements.lock
+	$(UV) pip install --python $(PY) --no-deps -e .
+	touch $(STAMP)
+
+lock:
+	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+run: install
+	$(TAXIFARE) run --local $(ARGS)
+
+test: install
+	$(PYTEST) -m "not containers" $(ARGS)
+
+test-fast: install
+	$(PYTEST) -m "not slow and not reliability and not containers" $(ARGS)
+
+test-reliability: install
+	$(PYTEST) -m reliability $(ARGS)
+
+test-containers: install
+	$(PYTEST) -m containers $(ARGS)
+
+bench: install
+	$(TAXIFARE) bench --out build/bench $(ARGS)
+
+bench-model: install
+	$(PY) -m tests.bench.model --out build/bench $(ARGS)
+
+bench-serve: install
+	$(PY) -m tests.bench.serve --out build/bench $(ARGS)
+
+compile: install
+	$(TAXIFARE) compile --out build/pipelines
+
+LOGDIR ?= build/local/train
+tensorboard: install
+	$(VENV)/bin/tensorboard --logdir $(LOGDIR) --host 127.0.0.1
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,57 @@
+"""The one command line of the project: ``taxifare <verb>``.
+
+Verbs follow the lab: synth, train, predict, ingest, validate, export, deploy, serve; and
+around them: run, compile, submit, sweep, config, setup-gcp, bench. Each area registers its
+verbs from its own module so that the CLI stays a thin layer over plain functions.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import typer
+
+app = typer.Typer(
+    name="taxifare",
+    help="taxifare pipelines: the taxifare model as Kubeflow Pipelines components.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Modules that each define register(app). Listed here so `taxifare --help` shows every verb.
+_AREAS = (
+    "pipelines.cli_trainer",
+    "pipelines.cli_serve",
+    "pipelines.cli_pipeline",
+    "pipelines.cli_cloud",
+    "pipelines.cli_sweep",
+    "pipelines.cli_bench",
+)
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+for _name in _AREAS:
+    try:
+        _module = importlib.import_module(_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != _name:  # a real missing dependency, not an area not written yet
+            raise
+        continue
+    _module.register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""The two course CSV layouts, their serving fields, and the plausibility rules.
+
+One module used by the trainer (tf.data parsing), the validator (row-by-row checks),
+the synthetic generator and the server, so that all of them agree on names and ranges.
+
+Layouts (no header in the course files; a header line is accepted and skipped):
+
+* ``lab``   — 7 columns: fare_amount, pickuplon, pickuplat, dropofflon, dropofflat, passengers, key
+* ``dated`` — 8 columns: fare_amount, pickup_datetime, pickup_longitude, pickup_latitude,
+  dropoff_longitude, dropoff_latitude, passenger_count, key
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+LABEL = "fare_amount"
+KEY = "key"
+
+# Plausible ranges (inclusive unless said otherwise). Rows outside are dropped by the trainer
+# and quarantined by the validator, with these reason names.
+NYC_LON_RANGE = (-74.30, -72.90)
+NYC_LAT_RANGE = (40.45, 41.00)
+FARE_RANGE = (0.0, 500.0)  # fare must be > 0 and <= 500
+PASSENGER_RANGE = (1, 6)
+MIN_TRIP_DEGREES = 1e-4  # pickup and dropoff closer than this in both axes: a zero-length trip
+
+REASON_OUTSIDE_NYC = "outside_nyc"
+REASON_FARE = "fare_out_of_range"
+REASON_PASSENGERS = "passengers_out_of_range"
+REASON_ZERO_TRIP = "zero_length_trip"
+IMPLAUSIBLE_REASONS = (REASON_OUTSIDE_NYC, REASON_FARE, REASON_PASSENGERS, REASON_ZERO_TRIP)
+
+# Malformed-row reasons (the trainer stops on these; the validator quarantines them).
+REASON_COLUMNS = "wrong_column_count"
+REASON_NOT_A_NUMBER = "not_a_number"
+REASON_NON_FINITE = "non_finite"
+REASON_BAD_DATETIME = "bad_datetime"
+MALFORMED_REASONS = (REASON_COLUMNS, REASON_NOT_A_NUMBER, REASON_NON_FINITE, REASON_BAD_DATETIME)
+
+DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One CSV layout: its column names and which of them a serving instance carries."""
+
+    name: str
+    columns: tuple[str, ...]
+    pickup_lon: str
+    pickup_lat: str
+    dropoff_lon: str
+    dropoff_lat: str
+    passengers: str
+    pickup_datetime: str | None = None
+
+    @property
+    def serving_fields(self) -> tuple[str, ...]:
+        """Raw fields of one serving instance, in CSV order (label and key excluded)."""
+        return tuple(c for c in self.columns if c not in (LABEL, KEY))
+
+    @property
+    def numeric_fields(self) -> tuple[str, ...]:
+        return tuple(c for c in self.serving_fields if c != self.pickup_datetime)
+
+
+LAB = Layout(
+    name="lab",
+    columns=(LABEL, "pickuplon", "pickuplat", "dropofflon", "dropofflat", "passengers", KEY),
+    pickup_lon="pickuplon",
+    pickup_lat="pickuplat",
+    dropoff_lon="dropofflon",
+    dropoff_lat="dropofflat",
+    passengers="passengers",
+)
+
+DATED = Layout(
+    name="dated",
+    columns=(
+        LABEL,
+        "pickup_datetime",
+        "pickup_longitude",
+        "pickup_latitude",
+        "dropoff_longitude",
+        "dropoff_latitude",
+        "passenger_count",
+        KEY,
+    ),
+    pickup_lon="pickup_longitude",
+    pickup_lat="pickup_latitude",
+    dropoff_lon="dropoff_longitude",
+    dropoff_lat="dropoff_latitude",
+    passengers="passenger_count",
+    pickup_datetime="pickup_datetime",
+)
+
+LAYOUTS: dict[str, Layout] = {LAB.name: LAB, DATED.name: DATED}
+
+# The lab's test.json instance.
+LAB_TEST_INSTANCE = {
+    "pickuplon": -73.885262,
+    "pickuplat": 40.773008,
+    "dropofflon": -73.987232,
+    "dropofflat": 40.732403,
+    "passengers": 2,
+}
+DATED_TEST_INSTANCE = {
+    "pickup_datetime": "2011-01-28 20:42:59 UTC",
+    "pickup_longitude": -73.885262,
+    "pickup_latitude": 40.773008,
+    "dropoff_longitude": -73.987232,
+    "dropoff_latitude": 40.732403,
+    "passenger_count": 2,
+}
+TEST_INSTANCES = {"lab": LAB_TEST_INSTANCE, "dated": DATED_TEST_INSTANCE}
+
+
+class LayoutError(ValueError):
+    """A file whose layout cannot be recognised."""
+
+
+def get_layout(name: str) -> Layout:
+    try:
+        return LAYOUTS[name]
+    except KeyError:
+        raise LayoutError(f"unknown layout {name!r}; expected one of {sorted(LAYOUTS)}") from None
+
+
+def is_header(fields: list[str]) -> bool:
+    """A header line names the label column first instead of holding a number."""
+    return fields[0].strip().lower() == LABEL
+
+
+def detect_layout(first_line: str, source: str = "<input>") -> tuple[Layout, bool]:
+    """Return (layout, has_header) from a file's first line."""
+    fields = first_line.rstrip("\r\n").split(",")
+    header = is_header(fields)
+    if header:
+        names = tuple(f.strip() for f in fields)
+        for layout in LAYOUTS.values():
+            if names == layout.columns:
+                return layout, True
+        raise LayoutError(
+            f"{source}: line 1: header {','.join(names)!r} matches no layout; expected "
+            + " or ".join(repr(",".join(lay.columns)) for lay in LAYOUTS.values())
+        )
+    for layout in LAYOUTS.values():
+        if len(fields) == len(layout.columns):
+            return layout, False
+    raise LayoutError(
+        f"{source}: line 1: {len(fields)} columns; expected 7 (lab layout) or 8 (dated layout)"
+    )
+
+
+def parse_datetime(text: str) -> datetime:
+    """Parse the course's pickup time ('2011-01-28 20:42:59 UTC')."""
+    return datetime.strptime(text.strip(), DATETIME_FORMAT).replace(tzinfo=timezone.utc)
+
+
+def check_row(fields: list[str], layout: Layout) -> tuple[str | None, str]:
+    """Check one CSV row. Returns (reason, detail); reason is None for a good row.
+
+    Malformed reasons come first (a row that does not parse), then implausible ones.
+    """
+    if len(fields) != len(layout.columns):
+        return REASON_COLUMNS, f"{len(fields)} columns, expected {len(layout.columns)}"
+    values: dict[str, float] = {}
+    for name, text in zip(layout.columns, fields):
+        if name == KEY:
+            continue
+        if name == layout.pickup_datetime:
+            try:
+                parse_datetime(text)
+            except ValueError:
+                return REASON_BAD_DATETIME, f"{name}={text!r} is not like '2011-01-28 20:42:59 UTC'"
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            return REASON_NOT_A_NUMBER, f"{name}={text!r} is not a number"
+        if not math.isfinite(value):
+            return REASON_NON_FINITE, f"{name}={text!r} is not finite"
+        values[name] = value
+    return check_values(values, layout)
+
+
+def check_values(values: dict[str, float], layout: Layout) -> tuple[str | None, str]:
+    """Plausibility of parsed values (label optional, as in a serving instance)."""
+    for lon_name in (layout.pickup_lon, layout.dropoff_lon):
+        if not NYC_LON_RANGE[0] <= values[lon_name] <= NYC_LON_RANGE[1]:
+            return REASON_OUTSIDE_NYC, f"{lon_name}={values[lon_name]} outside {NYC_LON_RANGE}"
+    for lat_name in (layout.pickup_lat, layout.dropoff_lat):
+        if not NYC_LAT_RANGE[0] <= values[lat_name] <= NYC_LAT_RANGE[1]:
+            return REASON_OUTSIDE_NYC, f"{lat_name}={values[lat_name]} outside {NYC_LAT_RANGE}"
+    if LABEL in values and not FARE_RANGE[0] < values[LABEL] <= FARE_RANGE[1]:
+        return REASON_FARE, f"{LABEL}={values[LABEL]} not in (0, 500]"
+    passengers = values[layout.passengers]
+    if not PASSENGER_RANGE[0] <= passengers <= PASSENGER_RANGE[1]:
+        return REASON_PASSENGERS, f"{layout.passengers}={passengers} not in 1..6"
+    if (
+        abs(values[layout.pickup_lon] - values[layout.dropoff_lon]) < MIN_TRIP_DEGREES
+        and abs(values[layout.pickup_lat] - values[layout.dropoff_lat]) < MIN_TRIP_DEGREES
+    ):
+        return REASON_ZERO_TRIP, "pickup and dropoff are the same place"
+    return None, ""
