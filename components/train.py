@@ -1,0 +1,43 @@
+"""train: the trainer package on the validated data (locally in the task, or as a Vertex CustomJob)."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
+
+from components.base import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def train(
+    train_data: Input[Dataset],
+    valid_data: Input[Dataset],
+    train_steps: int,
+    batch_size: int,
+    hidden_units: str,
+    learning_rate: float,
+    seed: int,
+    model: Output[Model],
+    metrics: Output[Metrics],
+    evaluation: Output[HTML],
+) -> NamedTuple("TrainOutputs", [("rmse", float), ("tensorboard_dir", str)]):
+    """Trains the taxifare model with the trainer package's own command line.
+
+    Outputs the trainer's output directory as the Model (SavedModel under export/exporter/),
+    validation rmse/mae as Metrics, an HTML evaluation report (predicted vs actual fares, error by
+    trip distance) and the TensorBoard log directory.
+    """
+    from trainer.pipeline_steps import run_train
+
+    return run_train(
+        train_data=train_data,
+        valid_data=valid_data,
+        train_steps=train_steps,
+        batch_size=batch_size,
+        hidden_units=hidden_units,
+        learning_rate=learning_rate,
+        seed=seed,
+        model=model,
+        metrics=metrics,
+        evaluation=evaluation,
+    )

@@ -1,0 +1,169 @@
+"""CLI verbs for the pipeline: compile, run (locally), and the export/deploy steps on their own."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def parse_params(pairs: list[str]) -> dict:
+    """`k=v` pairs; values are read as JSON when they parse (numbers), else kept as strings."""
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r}: expected NAME=VALUE", param_hint="--param")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+def compile_command(
+    name: str = typer.Option("taxifare", "--pipeline", help="Which pipeline to compile."),
+    out: Path = typer.Option(Path("build/pipelines"), "--out", help="Output folder."),
+) -> None:
+    """Compile a pipeline to OUT/<pipeline>.yaml (same code and config → same bytes)."""
+    from pipelines.compile import compile_pipeline
+
+    try:
+        path = compile_pipeline(name, out)
+    except ValueError as exc:
+        _fail(str(exc))
+    console.print(f"compiled {name} → {path}")
+
+
+def run_command(
+    local: bool = typer.Option(True, "--local/--no-local", help="Run on this machine (kfp.local)."),
+    source: str | None = typer.Option(None, help="Data source (default: the embedded synthetic data)."),
+    param: list[str] = typer.Option([], "--param", "-p", help="Pipeline parameter NAME=VALUE (repeatable)."),
+    workdir: Path = typer.Option(Path("build/local"), help="Where the emulator data, artifacts and cache live."),
+    keep_endpoint: bool = typer.Option(False, "--keep-endpoint", help="Leave the local endpoint running."),
+    cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse the outputs of unchanged steps."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the run summary as JSON here."),
+) -> None:
+    """Run the whole pipeline locally: GCS emulator, kfp.local, a local endpoint."""
+    from pipelines.local_run import RunError, run_local
+    from trainer.emulator import EmulatorError
+
+    if not local:
+        _fail("only --local runs here; use `taxifare submit --target vertex|kfp` for the cloud")
+    params = parse_params(param)
+    if source is not None:
+        params["source"] = source
+    try:
+        summary = run_local(workdir=workdir, params=params, keep_endpoint=keep_endpoint, enable_caching=cache)
+    except (RunError, EmulatorError, ValueError) as exc:
+        _fail(str(exc))
+    _print_summary(summary)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(summary.as_dict(), indent=2))
+
+
+def _print_summary(summary) -> None:
+    table = Table(title=f"taxifare local run — {summary.wall_s:.1f} s")
+    table.add_column("step")
+    table.add_column("wall s", justify="right")
+    table.add_column("overhead s", justify="right")
+    table.add_column("facts")
+    for name in ("ingest", "validate", "train", "export", "deploy", "predict"):
+        timing = summary.steps.get(name)
+        if timing is None:
+            continue
+        facts = summary.facts.get(name) or ({"cached": True} if timing.cached else {})
+        table.add_row(
+            name,
+            "cached" if timing.cached else f"{timing.wall_s:.2f}" if timing.wall_s is not None else "?",
+            f"{timing.overhead_s:.2f}" if timing.overhead_s is not None else "",
+            ", ".join(f"{k}={_short(v)}" for k, v in facts.items()),
+        )
+    console.print(table)
+    if not math.isnan(summary.predict_rmse) and summary.predict_rmse >= 0:
+        console.print(f"endpoint RMSE on the validation sample: {summary.predict_rmse:.3f}")
+    console.print(f"artifacts: {summary.run_dir or summary.pipeline_root}")
+    if summary.endpoint_kept:
+        console.print(
+            f"endpoint left running at {summary.endpoint_url}; stop it with "
+            f"`taxifare stop-endpoint` (state in {summary.pipeline_root.parent / 'state'})"
+        )
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def export_command(
+    model_dir: Path = typer.Argument(..., help="Trainer output dir, export/exporter dir, or a SavedModel."),
+    bucket: str = typer.Option(..., help="The ML bucket (no gs://)."),
+    prefix: str = typer.Option("taxifare", help="Folder inside the bucket."),
+) -> None:
+    """Publish a SavedModel to gs://BUCKET/PREFIX/models/<version>/ and check it predicts."""
+    from trainer import export, predictor, storage
+
+    try:
+        result = export.export_model(model_dir, bucket=bucket, prefix=prefix)
+    except (export.ExportError, predictor.ModelNotFoundError, storage.StorageError, ValueError) as exc:
+        _fail(str(exc))
+    console.print_json(json.dumps({"uri": result.uri, "version": result.version}))
+
+
+def deploy_command(
+    model_uri: str = typer.Argument(..., help="Exported model: gs:// URI or local folder."),
+    name: str = typer.Option("taxifare", help="Endpoint name; an endpoint of that name gets the new model."),
+    port: int | None = typer.Option(None, help="Port (default: the old endpoint's, else a free one)."),
+    state_dir: Path | None = typer.Option(None, help="Where endpoint state lives (default ~/.cache/taxifare)."),
+) -> None:
+    """Serve a model at a local loopback endpoint (the pipeline's deploy step, target local)."""
+    import os
+
+    from trainer import local_endpoint
+
+    if state_dir:
+        os.environ["TAXIFARE_STATE_DIR"] = str(state_dir)
+    try:
+        endpoint = local_endpoint.deploy(model_uri, name, port=port)
+    except (local_endpoint.EndpointStartError, ValueError) as exc:
+        _fail(str(exc))
+    console.print(f"endpoint {name} serves {model_uri} at {endpoint.predict_url} (pid {endpoint.pid})")
+
+
+def stop_endpoint_command(
+    name: str = typer.Argument("taxifare", help="Endpoint name."),
+    state_dir: Path | None = typer.Option(None, help="Where endpoint state lives (default ~/.cache/taxifare)."),
+) -> None:
+    """Stop a local endpoint started by `deploy` or `run --keep-endpoint`."""
+    import os
+
+    from trainer import local_endpoint
+
+    if state_dir:
+        os.environ["TAXIFARE_STATE_DIR"] = str(state_dir)
+    if local_endpoint.stop(name):
+        console.print(f"stopped endpoint {name}")
+    else:
+        console.print(f"no endpoint {name} is running")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compile")(compile_command)
+    app.command("run")(run_command)
+    app.command("export")(export_command)
+    app.command("deploy")(deploy_command)
+    app.command("stop-endpoint")(stop_endpoint_command)

@@ -1,0 +1,193 @@
+"""Run the taxifare pipeline end to end on this machine: kfp.local + the GCS emulator + a local endpoint.
+
+This is what ``make run`` does. The bucket is gcp-storage-emulator on a free loopback port, backed
+by a directory under the work dir so that a second run finds its objects (and kfp.local's cache
+finds its outputs); deploy starts the project's prediction server on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trainer import local_endpoint, storage
+from trainer.config import load_settings
+from trainer.emulator import GcsEmulator
+from trainer.pipeline_steps import STEP_LOG_ENV
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WORKDIR = Path("build/local")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TASK_EVENT = re.compile(r"^(?:Executing task '(?P<start>[\w-]+)'|Task '(?P<end>[\w-]+)' finished with status"
+                         r"|Task (?P<hit>[\w-]+) cache hit)")
+
+
+class RunError(RuntimeError):
+    """The local run failed; the message names the step and the reason."""
+
+
+@dataclass
+class StepTiming:
+    name: str
+    wall_s: float | None = None
+    in_step_s: float | None = None
+    cached: bool = False
+
+    @property
+    def overhead_s(self) -> float | None:
+        if self.wall_s is None or self.in_step_s is None:
+            return None
+        return max(self.wall_s - self.in_step_s, 0.0)
+
+
+@dataclass
+class RunSummary:
+    wall_s: float
+    pipeline_root: Path
+    run_dir: Path | None
+    endpoint_url: str | None
+    endpoint_kept: bool
+    predict_rmse: float
+    steps: dict[str, StepTiming] = field(default_factory=dict)
+    facts: dict[str, dict] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {
+            "wall_s": round(self.wall_s, 3),
+            "pipeline_root": str(self.pipeline_root),
+            "run_dir": str(self.run_dir) if self.run_dir else None,
+            "endpoint_url": self.endpoint_url,
+            "endpoint_kept": self.endpoint_kept,
+            "predict_rmse": self.predict_rmse,
+            "steps": {
+                name: {
+                    "wall_s": t.wall_s,
+                    "in_step_s": t.in_step_s,
+                    "overhead_s": t.overhead_s,
+                    "cached": t.cached,
+                }
+                for name, t in self.steps.items()
+            },
+            "facts": self.facts,
+        }
+
+
+class _TaskClock(logging.Handler):
+    """Times each task from kfp.local's own log lines ("Executing task", "finished", "cache hit")."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.started: dict[str, float] = {}
+        self.steps: dict[str, StepTiming] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = _TASK_EVENT.match(_ANSI.sub("", record.getMessage()))
+        if not match:
+            return
+        if match["start"]:
+            self.started[match["start"]] = record.created
+        elif match["end"] and match["end"] in self.started:
+            step = self.steps.setdefault(match["end"], StepTiming(match["end"]))
+            step.wall_s = round(record.created - self.started[match["end"]], 3)
+        elif match["hit"]:
+            self.steps.setdefault(match["hit"], StepTiming(match["hit"])).cached = True
+
+
+def run_local(
+    *,
+    workdir: str | Path = DEFAULT_WORKDIR,
+    params: dict | None = None,
+    keep_endpoint: bool = False,
+    enable_caching: bool = True,
+    runner=None,
+) -> RunSummary:
+    """Run the `taxifare` pipeline locally; returns timings, the endpoint and where the artifacts are."""
+    from kfp import local
+
+    from pipelines.taxifare import taxifare
+
+    workdir = Path(workdir).resolve()
+    settings = load_settings()
+    params = {"bucket": settings.bucket, "project": settings.project, "region": settings.region, **(params or {})}
+    params.setdefault("prefix", settings.prefix)
+    if params.get("target", "local") != "local":
+        raise RunError(f"a local run deploys locally; target={params['target']!r} needs `taxifare submit`")
+    bucket = params["bucket"]
+    storage.validate_bucket_name(bucket)
+    pipeline_root = workdir / "pipeline_root"
+    step_log = workdir / "steps.jsonl"
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    step_log.unlink(missing_ok=True)
+
+    saved_env = {k: os.environ.get(k) for k in ("STORAGE_EMULATOR_HOST", "TAXIFARE_STATE_DIR", STEP_LOG_ENV)}
+    clock = _TaskClock()
+    root_logger = logging.getLogger()
+    started = time.perf_counter()
+    emulator = GcsEmulator(data_dir=workdir / "gcs", log_path=workdir / "gcs-emulator.log")
+    endpoint_name = params.get("endpoint_name", "taxifare")
+    try:
+        emulator.start()
+        os.environ.update(emulator.env())
+        os.environ["TAXIFARE_STATE_DIR"] = str(workdir / "state")
+        os.environ[STEP_LOG_ENV] = str(step_log)
+        emulator.create_bucket(bucket)
+        local.init(
+            runner=runner or local.SubprocessRunner(use_venv=False),
+            pipeline_root=str(pipeline_root),
+            enable_caching=enable_caching,
+            cache_root=str(workdir / "cache"),
+        )
+        root_logger.addHandler(clock)
+        before = set(pipeline_root.iterdir())
+        try:
+            result = taxifare(**params)
+        except RuntimeError as exc:
+            raise RunError(_failure_line(exc, step_log)) from None
+        rmse = float(result.output)
+        endpoint = local_endpoint.get(endpoint_name)
+        new_dirs = sorted(set(pipeline_root.iterdir()) - before)
+        run_dir = new_dirs[-1] if new_dirs else None
+        summary = RunSummary(
+            wall_s=time.perf_counter() - started,
+            pipeline_root=pipeline_root,
+            run_dir=run_dir,
+            endpoint_url=endpoint.predict_url if endpoint else None,
+            endpoint_kept=keep_endpoint and endpoint is not None,
+            predict_rmse=rmse,
+            steps=clock.steps,
+        )
+        for record in _read_step_log(step_log):
+            step = summary.steps.setdefault(record["step"], StepTiming(record["step"]))
+            step.in_step_s = record["seconds"]
+            summary.facts[record["step"]] = record.get("facts", {})
+        return summary
+    finally:
+        root_logger.removeHandler(clock)
+        if not keep_endpoint:
+            local_endpoint.stop(endpoint_name)
+        emulator.stop()
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _read_step_log(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _failure_line(exc: Exception, step_log: Path) -> str:
+    """One line naming the failed step and its error, from the step log the steps write."""
+    for record in reversed(_read_step_log(step_log)):
+        if record.get("error"):
+            return f"step {record['step']} failed: {record['error']}"
+    return f"pipeline failed: {exc}"

@@ -1,0 +1,133 @@
+"""The `taxifare` pipeline: ingest → validate → train → export → deploy → predict."""
+
+from kfp import dsl
+
+from components.deploy import deploy
+from components.export import export
+from components.ingest import ingest
+from components.predict import predict
+from components.train import train
+from components.validate import validate
+
+PIPELINE_NAME = "taxifare"
+DEFAULT_SOURCE = "synthetic://?rows=20000&layout=lab&seed=42"
+
+
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description="Trains, exports, deploys and calls the taxifare fare model.",
+)
+def taxifare(
+    project: str = "local-project",
+    region: str = "us-central1",
+    bucket: str = "taxifare-local",
+    prefix: str = "taxifare",
+    source: str = DEFAULT_SOURCE,
+    valid_source: str = "",
+    valid_fraction: float = 0.2,
+    max_bad_fraction: float = 0.05,
+    smoke_steps: int = 10,
+    train_steps: int = 3000,
+    batch_size: int = 512,
+    hidden_units: str = "64 32",
+    learning_rate: float = 0.003,
+    seed: int = 42,
+    target: str = "local",
+    endpoint_name: str = "taxifare",
+    instances_file: str = "",
+    sample_size: int = 200,
+    predict_batch_size: int = 100,
+) -> float:
+    """Taxifare end to end, the steps of the lab as pipeline tasks.
+
+    Steps:
+        1. ingest — copy the source into gs://{bucket}/{prefix}/data/ as train/valid CSVs.
+        2. validate — check every row, quarantine bad rows, smoke-train and predict test.json.
+        3. train — train the Keras model on the clean rows; rmse/mae, HTML report, TensorBoard.
+        4. export — publish the SavedModel to gs://{bucket}/{prefix}/models/<version>/.
+        5. deploy — serve it (target local: a loopback endpoint; vertex: a Vertex AI endpoint).
+        6. predict — call the endpoint with {"instances": [...]}, write predictions, log RMSE.
+
+    Args:
+        project: Google Cloud project id (the lab's PROJECT).
+        region: Region for Vertex AI and the bucket (the lab's REGION), e.g. us-central1.
+        bucket: The one ML bucket the pipeline reads and writes (the lab's BUCKET), without gs://.
+        prefix: Folder inside the bucket for this project's data and models.
+        source: Where the trips come from: a local path or glob, https:// URL, gs:// URI,
+            bq://project.dataset.table, bq://?query=…, or synthetic://?rows=N&layout=lab|dated&seed=S.
+        valid_source: Optional separate validation source; empty to split `source` by key hash.
+        valid_fraction: Share of `source` rows that go to validation when it is split.
+        max_bad_fraction: Fail validation when more than this share of rows is malformed or
+            implausible (the bad rows are kept in the quarantine artifact either way).
+        smoke_steps: Training steps of the validation smoke run.
+        train_steps: Training steps (batches) of the real run.
+        batch_size: Training batch size (the lab's --train_batch_size).
+        hidden_units: Hidden layer sizes, space separated (the lab's --hidden_units), e.g. "64 32".
+        learning_rate: Adam learning rate.
+        seed: Random seed for the split sample, initialisation and shuffling.
+        target: Where to deploy and predict: "local" (a server on this machine) or "vertex".
+        endpoint_name: Display name of the endpoint; an existing one gets the new model.
+        instances_file: JSON-lines file of instances to predict; empty for a validation sample.
+        sample_size: Validation rows sent to the endpoint when instances_file is empty.
+        predict_batch_size: Instances per prediction request.
+
+    Returns:
+        The RMSE of the endpoint's predictions on the labelled sample (-1 without labels).
+    """
+    ingest_task = ingest(
+        source=source,
+        bucket=bucket,
+        prefix=prefix,
+        valid_source=valid_source,
+        valid_fraction=valid_fraction,
+    ).set_display_name("ingest to GCS")
+
+    validate_task = validate(
+        train_data=ingest_task.outputs["train_data"],
+        valid_data=ingest_task.outputs["valid_data"],
+        max_bad_fraction=max_bad_fraction,
+        smoke_steps=smoke_steps,
+    ).set_display_name("validate locally")
+
+    train_task = train(
+        train_data=validate_task.outputs["clean_train"],
+        valid_data=validate_task.outputs["clean_valid"],
+        train_steps=train_steps,
+        batch_size=batch_size,
+        hidden_units=hidden_units,
+        learning_rate=learning_rate,
+        seed=seed,
+    ).set_display_name("train")
+
+    export_task = export(
+        trained_model=train_task.outputs["model"],
+        train_data=validate_task.outputs["clean_train"],
+        bucket=bucket,
+        prefix=prefix,
+    ).set_display_name("export model")
+
+    # An endpoint is a live thing outside the pipeline: never reuse a cached deploy or predict.
+    deploy_task = (
+        deploy(
+            exported_model=export_task.outputs["exported_model"],
+            target=target,
+            endpoint_name=endpoint_name,
+            project=project,
+            region=region,
+        )
+        .set_display_name("deploy")
+        .set_caching_options(False)
+    )
+
+    predict_task = (
+        predict(
+            endpoint=deploy_task.outputs["endpoint"],
+            valid_data=validate_task.outputs["clean_valid"],
+            instances_file=instances_file,
+            sample_size=sample_size,
+            batch_size=predict_batch_size,
+        )
+        .set_display_name("predict")
+        .set_caching_options(False)
+    )
+    return predict_task.outputs["Output"]

@@ -1,0 +1,110 @@
+"""Publish a trained SavedModel to a versioned place in the bucket, then prove it loads and predicts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+from trainer import predictor, schema, storage
+
+log = logging.getLogger(__name__)
+
+MODEL_METADATA_FILE = "taxifare_model.json"
+
+
+class ExportError(RuntimeError):
+    """The exported model is missing, does not load, or predicts nonsense."""
+
+
+@dataclass
+class ExportResult:
+    uri: str
+    version: str
+    metadata: dict = field(default_factory=dict)
+
+
+def code_version() -> str:
+    """Package version plus the git commit when known (``$TAXIFARE_CODE_VERSION`` wins)."""
+    if os.environ.get("TAXIFARE_CODE_VERSION"):
+        return os.environ["TAXIFARE_CODE_VERSION"]
+    version = importlib_metadata.version("taxifare-pipelines")
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return version
+    return f"{version}+g{commit}"
+
+
+def models_uri(bucket: str, prefix: str) -> str:
+    if not bucket:
+        raise ValueError("bucket is empty: name the ML bucket the model is exported to")
+    root = f"gs://{bucket}"
+    return f"{root}/{prefix.strip('/')}/models" if prefix.strip("/") else f"{root}/models"
+
+
+def export_model(
+    model_dir: str | os.PathLike,
+    *,
+    bucket: str,
+    prefix: str,
+    data_checksums: dict | None = None,
+) -> ExportResult:
+    """Copy the newest SavedModel under `model_dir` to gs://BUCKET/PREFIX/models/<version>/.
+
+    The version is the export's timestamp folder name, so re-exporting the same training run is a
+    no-op and a new run never overwrites an older version. After the copy the model is read back
+    from the bucket and must predict a finite fare for the layout's test instance.
+    """
+    saved_model = predictor.find_saved_model(model_dir)
+    version = saved_model.name
+    destination = f"{models_uri(bucket, prefix)}/{version}"
+    loaded = predictor.Predictor.load(saved_model)
+    trainer_info = loaded.metadata
+    info = {
+        "version": version,
+        "uri": destination,
+        "layout": loaded.layout,
+        "signature": {name: str(dtype) for name, dtype in loaded.fields.items()},
+        "metrics": trainer_info.get("metrics", {}),
+        "data_checksums": data_checksums or {},
+        "code_version": code_version(),
+        "framework": "tensorflow",
+    }
+    storage.upload_dir(saved_model, destination)
+    with tempfile.TemporaryDirectory(prefix="taxifare-export-") as workdir:
+        info_path = Path(workdir) / MODEL_METADATA_FILE
+        info_path.write_text(json.dumps(info, indent=2, sort_keys=True))
+        storage.upload_file(info_path, f"{destination}/{MODEL_METADATA_FILE}")
+        fare = check_exported(destination, Path(workdir) / "reload")
+    info["check_fare"] = fare
+    log.info("exported %s to %s (test instance: $%.2f)", saved_model, destination, fare)
+    return ExportResult(uri=destination, version=version, metadata=info)
+
+
+def check_exported(uri: str, workdir: Path) -> float:
+    """Load the model back from `uri` and predict the layout's test instance; the fare."""
+    local = workdir
+    storage.download_dir(uri, local)
+    try:
+        model = predictor.Predictor.load(local)
+    except (OSError, ValueError, predictor.ModelLoadError) as exc:
+        raise ExportError(f"exported model at {uri} does not load: {exc}") from exc
+    instance = schema.TEST_INSTANCES[model.layout]
+    fare = model.predict([dict(instance)])[0]
+    if not math.isfinite(fare):
+        raise ExportError(f"exported model at {uri} predicts {fare} for the test instance {instance}")
+    return float(fare)

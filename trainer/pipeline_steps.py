@@ -1,0 +1,301 @@
+"""The pipeline's six steps as plain functions over KFP artifact objects.
+
+Each KFP component in ``components/`` is a thin wrapper that calls one ``run_*`` function here.
+The functions only need objects with ``.uri``, ``.path`` and ``.metadata`` (``kfp.dsl`` artifacts),
+so tests call them directly with artifacts pointing at temporary files.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections import namedtuple
+from pathlib import Path
+
+from trainer import schema, storage
+
+log = logging.getLogger(__name__)
+
+ValidateOutputs = namedtuple("ValidateOutputs", ["layout", "clean_rows", "bad_rows"])
+TrainOutputs = namedtuple("TrainOutputs", ["rmse", "tensorboard_dir"])
+
+TARGETS = ("local", "vertex")
+
+# When set, every step appends {"step", "seconds", "facts"|"error"} to this JSON-lines file, so a
+# local run can report per-step times and name the step that failed and why in one line.
+STEP_LOG_ENV = "TAXIFARE_STEP_LOG"
+
+
+def _record(entry: dict) -> None:
+    path = os.environ.get(STEP_LOG_ENV)
+    if path:
+        with open(path, "a") as out:
+            out.write(json.dumps(entry, default=str) + "\n")
+
+
+def step(name: str):
+    """Time a step, record its facts (the returned mapping's `facts`) or its error in the step log."""
+
+    def decorate(function):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                result, facts = function(*args, **kwargs)
+            except Exception as exc:
+                _record({"step": name, "seconds": time.perf_counter() - started, "error": f"{type(exc).__name__}: {exc}"})
+                raise
+            _record({"step": name, "seconds": round(time.perf_counter() - started, 3), "facts": facts})
+            return result
+
+        return wrapper
+
+    return decorate
+
+
+def _check_target(target: str) -> None:
+    if target not in TARGETS:
+        raise ValueError(f"target={target!r}: expected one of {', '.join(TARGETS)}")
+
+
+def local_path(artifact, workdir: str | os.PathLike) -> Path:
+    """A local file or directory holding the artifact's bytes.
+
+    Artifacts in the bucket are read where Cloud Storage FUSE mounts them (``/gcs/…`` on Vertex)
+    and otherwise downloaded into `workdir`; local artifacts are used in place.
+    """
+    uri = artifact.uri
+    if not storage.is_gcs(uri):
+        return Path(artifact.path)
+    mounted = Path(artifact.path)
+    if mounted.exists():
+        return mounted
+    target = Path(workdir) / Path(uri.rstrip("/")).name
+    if storage.exists(uri):
+        storage.download_file(uri, target)
+    else:  # a folder (a model): every object under the prefix
+        storage.download_dir(uri, target)
+    return target
+
+
+# -- 1. ingest ---------------------------------------------------------------------------------
+@step("ingest")
+def run_ingest(*, source, bucket, prefix, valid_source, valid_fraction, train_data, valid_data) -> None:
+    from trainer import ingest
+
+    result = ingest.ingest(
+        source,
+        bucket=bucket,
+        prefix=prefix,
+        valid_source=valid_source or None,
+        valid_fraction=valid_fraction,
+    )
+    for artifact, split in ((train_data, result.train), (valid_data, result.valid)):
+        artifact.uri = split.uri
+        artifact.metadata.update(
+            {
+                "layout": result.layout,
+                "rows": split.rows,
+                "bytes": split.bytes,
+                "crc32c": split.crc32c,
+                "uploaded": split.uploaded,
+                "source": source,
+            }
+        )
+    log.info("ingested %s: %d train rows, %d valid rows", source, result.train.rows, result.valid.rows)
+    return None, {"train": train_data.uri, "valid": valid_data.uri, "train_rows": result.train.rows,
+                  "valid_rows": result.valid.rows, "layout": result.layout}
+
+
+# -- 2. validate -------------------------------------------------------------------------------
+@step("validate")
+def run_validate(
+    *, train_data, valid_data, max_bad_fraction, smoke_steps, clean_train, clean_valid, quarantine, report
+) -> ValidateOutputs:
+    from trainer import validate
+
+    with tempfile.TemporaryDirectory(prefix="taxifare-validate-") as workdir:
+        train_path = local_path(train_data, Path(workdir) / "train")
+        valid_path = local_path(valid_data, Path(workdir) / "valid")
+        out_dir = Path(workdir) / "out"
+        result = validate.validate(
+            train_path,
+            valid_path,
+            out_dir,
+            max_bad_fraction=max_bad_fraction,
+            smoke_steps=smoke_steps,
+            quarantine_uri=quarantine.uri,
+        )
+        for artifact, produced in (
+            (clean_train, result.clean_train),
+            (clean_valid, result.clean_valid),
+            (quarantine, result.quarantine),
+        ):
+            Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(produced, artifact.path)
+        Path(report.path).parent.mkdir(parents=True, exist_ok=True)
+        Path(report.path).write_text(result.report_markdown)
+
+    counts = {"layout": result.layout, "rows": result.total_rows, "clean_rows": result.clean_rows}
+    clean_train.metadata.update({**counts, "split": "train", "rows": result.clean_train_rows})
+    clean_valid.metadata.update({**counts, "split": "valid", "rows": result.clean_valid_rows})
+    quarantine.metadata.update({"rows": result.bad_rows, "reasons": result.bad_by_reason})
+    facts = {"clean_rows": result.clean_rows, "bad_rows": result.bad_rows, "quarantine": quarantine.uri,
+             "report": report.uri}
+    return ValidateOutputs(result.layout, result.clean_rows, result.bad_rows), facts
+
+
+# -- 3. train ----------------------------------------------------------------------------------
+@step("train")
+def run_train(
+    *, train_data, valid_data, train_steps, batch_size, hidden_units, learning_rate, seed, model, metrics, evaluation
+) -> TrainOutputs:
+    from trainer import task
+
+    with tempfile.TemporaryDirectory(prefix="taxifare-train-") as workdir:
+        train_path = local_path(train_data, Path(workdir) / "train")
+        valid_path = local_path(valid_data, Path(workdir) / "valid")
+        output_dir = Path(model.path)
+        argv = [
+            "--train_data_paths", str(train_path),
+            "--eval_data_paths", str(valid_path),
+            "--output_dir", str(output_dir),
+            "--train_steps", str(train_steps),
+            "--train_batch_size", str(batch_size),
+            "--hidden_units", hidden_units,
+            "--learning_rate", str(learning_rate),
+            "--seed", str(seed),
+        ]  # fmt: skip
+        code = task.main(argv)
+        if code != 0:
+            raise RuntimeError(f"trainer exited with code {code} (arguments: {' '.join(argv)})")
+        results = json.loads((output_dir / "eval_metrics.json").read_text())
+        layout = schema.get_layout(results["layout"])
+        evaluation_page = _evaluation_html(output_dir, valid_path, layout, results)
+
+    for name in ("rmse", "mae"):
+        metrics.log_metric(name, float(results[name]))
+    metrics.log_metric("eval_rows", int(results["eval_rows"]))
+    Path(evaluation.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(evaluation.path).write_text(evaluation_page)
+    tensorboard_dir = model.uri.rstrip("/") + "/tensorboard"
+    model.metadata.update(
+        {
+            "framework": "tensorflow",
+            "layout": layout.name,
+            "rmse": float(results["rmse"]),
+            "mae": float(results["mae"]),
+            "train_steps": train_steps,
+            "tensorboard": tensorboard_dir,
+        }
+    )
+    facts = {"rmse": float(results["rmse"]), "mae": float(results["mae"]), "model": model.uri,
+             "evaluation": evaluation.uri, "tensorboard": tensorboard_dir}
+    return TrainOutputs(float(results["rmse"]), tensorboard_dir), facts
+
+
+def _evaluation_html(output_dir: Path, valid_path: Path, layout: schema.Layout, results: dict) -> str:
+    import numpy as np
+
+    from trainer import client, predictor, report
+
+    sample = client.sample_validation_rows(valid_path, layout, size=5000)
+    model = predictor.Predictor.load(output_dir)
+    fares = np.asarray(model.predict(sample.instances), dtype=np.float64)
+    actual = np.asarray(sample.labels, dtype=np.float64)
+    distance = report.haversine_km(
+        [i[layout.pickup_lon] for i in sample.instances],
+        [i[layout.pickup_lat] for i in sample.instances],
+        [i[layout.dropoff_lon] for i in sample.instances],
+        [i[layout.dropoff_lat] for i in sample.instances],
+    )
+    shown = {k: results[k] for k in ("rmse", "mae", "eval_rows", "train_rows") if k in results}
+    return report.evaluation_html(actual, fares, distance, title=f"taxifare evaluation ({layout.name})", metrics=shown)
+
+
+# -- 4. export ---------------------------------------------------------------------------------
+@step("export")
+def run_export(*, trained_model, train_data, bucket, prefix, exported_model) -> None:
+    from trainer import export
+
+    with tempfile.TemporaryDirectory(prefix="taxifare-export-") as workdir:
+        model_dir = local_path(trained_model, workdir)
+        result = export.export_model(
+            model_dir,
+            bucket=bucket,
+            prefix=prefix,
+            data_checksums={"train": train_data.metadata.get("crc32c", "")} if train_data.metadata else {},
+        )
+    exported_model.uri = result.uri
+    exported_model.metadata.update(result.metadata)
+    return None, {"uri": result.uri, "version": result.version}
+
+
+# -- 5. deploy ---------------------------------------------------------------------------------
+@step("deploy")
+def run_deploy(*, exported_model, target, endpoint_name, project, region, endpoint) -> None:
+    _check_target(target)
+    version = exported_model.metadata.get("version", Path(exported_model.uri.rstrip("/")).name)
+    if target == "local":
+        from trainer import local_endpoint
+
+        served = local_endpoint.deploy(exported_model.uri, endpoint_name)
+        endpoint.uri = served.predict_url
+        endpoint.metadata.update(
+            {"target": "local", "url": served.predict_url, "model_version": version, "pid": served.pid}
+        )
+    else:
+        from trainer import vertex
+
+        deployed = vertex.deploy_model(
+            model_uri=exported_model.uri,
+            display_name=endpoint_name,
+            project=project,
+            region=region,
+        )
+        endpoint.uri = deployed.endpoint_resource_name
+        endpoint.metadata.update({"target": "vertex", **deployed.metadata(), "model_version": version})
+    return None, {"endpoint": endpoint.uri, "model_version": version}
+
+
+# -- 6. predict --------------------------------------------------------------------------------
+@step("predict")
+def run_predict(*, endpoint, valid_data, instances_file, sample_size, batch_size, predictions, metrics) -> float:
+    from trainer import client
+
+    if instances_file:
+        instances = client.read_instances_file(instances_file)
+        labels: list[float | None] = [None] * len(instances)
+    else:
+        layout = schema.get_layout(valid_data.metadata["layout"])
+        with tempfile.TemporaryDirectory(prefix="taxifare-predict-") as workdir:
+            sample = client.sample_validation_rows(local_path(valid_data, workdir), layout, sample_size)
+        instances = sample.instances + [dict(schema.TEST_INSTANCES[layout.name])]
+        labels = sample.labels + [None]
+
+    target = endpoint.metadata.get("target", "local")
+    if target == "local":
+        fares = client.predict(endpoint.metadata["url"], instances, batch_size=batch_size)
+    else:
+        from trainer import vertex
+
+        fares = vertex.predict(endpoint.uri, instances, batch_size=batch_size)
+
+    Path(predictions.path).parent.mkdir(parents=True, exist_ok=True)
+    client.write_predictions(predictions.path, instances, fares, labels)
+    error = client.rmse(fares, labels)
+    labelled = sum(label is not None for label in labels)
+    predictions.metadata.update({"instances": len(instances), "labelled": labelled})
+    metrics.log_metric("instances", len(instances))
+    if math.isnan(error):
+        error = -1.0  # no labelled instance; NaN does not survive the executor's JSON
+    else:
+        metrics.log_metric("rmse", error)
+    log.info("predicted %d instances at %s; RMSE on %d labelled: %.3f", len(instances), endpoint.uri, labelled, error)
+    return error, {"instances": len(instances), "rmse": error, "predictions": predictions.uri}
