@@ -106,11 +106,17 @@ def run_local(
     keep_endpoint: bool = False,
     enable_caching: bool = True,
     runner=None,
+    pipeline=None,
 ) -> RunSummary:
-    """Run the `taxifare` pipeline locally; returns timings, the endpoint and where the artifacts are."""
+    """Run the `taxifare` pipeline locally; returns timings, the endpoint and where the artifacts are.
+
+    `pipeline` may be the pipeline loaded back from its compiled YAML
+    (``kfp.components.load_component_from_file``); by default it is the Python definition.
+    """
     from kfp import local
 
-    from pipelines.taxifare import taxifare
+    if pipeline is None:
+        from pipelines.taxifare import taxifare as pipeline
 
     workdir = Path(workdir).resolve()
     settings = load_settings()
@@ -146,7 +152,7 @@ def run_local(
         root_logger.addHandler(clock)
         before = set(pipeline_root.iterdir())
         try:
-            result = taxifare(**params)
+            result = pipeline(**params)
         except RuntimeError as exc:
             raise RunError(_failure_line(exc, step_log)) from None
         rmse = float(result.output)
