@@ -10,26 +10,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import requests
-
-from trainer.emulator import free_port
+from trainer import server
 
 log = logging.getLogger(__name__)
 
-HEALTH_ROUTE = "/health"
-PREDICT_ROUTE = "/predict"
 
 
-class EndpointStartError(RuntimeError):
-    """The server process exited or never became healthy."""
+EndpointStartError = server.ServerStartError
 
 
 @dataclass
@@ -48,7 +40,7 @@ class LocalEndpoint:
 
     @property
     def predict_url(self) -> str:
-        return self.base_url + PREDICT_ROUTE
+        return self.base_url + server.DEFAULT_PREDICT_ROUTE
 
     def alive(self) -> bool:
         return _pid_alive(self.pid)
@@ -111,26 +103,10 @@ def stop(name: str, timeout_s: float = 10.0) -> bool:
     endpoint = LocalEndpoint(**json.loads(path.read_text()))
     was_running = endpoint.alive()
     if was_running:
-        _terminate(endpoint.pid, timeout_s)
+        server.stop_server(endpoint.pid, timeout_s=timeout_s)
         log.info("stopped endpoint %s (pid %d)", name, endpoint.pid)
     path.unlink(missing_ok=True)
     return was_running
-
-
-def _terminate(pid: int, timeout_s: float) -> None:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not _pid_alive(pid):
-            return
-        time.sleep(0.05)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
 
 
 def deploy(
@@ -145,56 +121,27 @@ def deploy(
 
     An endpoint already running under that name is replaced, keeping its port when it is free.
     """
+    state = _state_file(name)
     previous = get(name)
     if previous is not None:
         log.info("replacing model %s at endpoint %s (%s)", previous.model_uri, name, previous.base_url)
         stop(name)
         if port is None and _port_free(host, previous.port):
             port = previous.port
-    port = port or free_port(host)
     log_path = state_dir() / f"{name}.log"
-    command = [
-        sys.executable, "-m", "trainer.server",
-        "--model-dir", model_uri, "--host", host, "--port", str(port),
-    ]  # fmt: skip
-    with open(log_path, "ab") as log_file:
-        # A session of its own: the server outlives the pipeline task that started it.
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    # detach: the server outlives the pipeline task that started it.
+    started = server.start_server(
+        model_uri, host=host, port=port or 0, log_path=log_path, timeout_s=timeout_s, detach=True
+    )
     endpoint = LocalEndpoint(
         name=name,
         host=host,
-        port=port,
-        pid=process.pid,
-        model_uri=model_uri,
+        port=started.port,
+        pid=started.pid,
+        model_uri=str(model_uri),
         log_path=str(log_path),
         started_at=time.time(),
     )
-    _state_file(name).write_text(json.dumps(asdict(endpoint), indent=2))
-    _wait_healthy(endpoint, process, timeout_s)
+    state.write_text(json.dumps(asdict(endpoint), indent=2))
     log.info("endpoint %s serves %s at %s", name, model_uri, endpoint.predict_url)
     return endpoint
-
-
-def _wait_healthy(endpoint: LocalEndpoint, process: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    url = endpoint.base_url + HEALTH_ROUTE
-    while time.monotonic() < deadline:
-        code = process.poll()
-        if code is not None:
-            _state_file(endpoint.name).unlink(missing_ok=True)
-            tail = Path(endpoint.log_path).read_text(errors="replace")[-2000:]
-            raise EndpointStartError(f"prediction server exited with code {code}; log {endpoint.log_path}:\n{tail}")
-        try:
-            if requests.get(url, timeout=1.0).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass  # not listening yet
-        time.sleep(0.1)
-    stop(endpoint.name)
-    raise EndpointStartError(f"prediction server at {url} not healthy after {timeout_s:.0f} s; log {endpoint.log_path}")
