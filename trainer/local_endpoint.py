@@ -15,11 +15,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import psutil
+
 from trainer import server
 
 log = logging.getLogger(__name__)
-
-
 
 EndpointStartError = server.ServerStartError
 
@@ -62,19 +62,9 @@ def _state_file(name: str) -> Path:
 
 def _pid_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); look at its state where /proc exists.
-    status = Path(f"/proc/{pid}/stat")
-    if status.exists():
-        try:
-            return status.read_text().split(")")[-1].split()[0] != "Z"
-        except OSError:
-            return False
-    return True
 
 
 def _port_free(host: str, port: int) -> bool:
