@@ -266,7 +266,7 @@ class Predictor:
             if type(instance) is not dict:
                 if not isinstance(instance, Mapping):
                     raise InstanceError(
-                        index, None, f"expected a JSON object of fields, got {_json_type(instance)}"
+                        index, None, f"expected a JSON object of fields, got {json_type(instance)}"
                     )
             if instance.keys() != names:
                 _raise_key_mismatch(index, instance, names, self.input_fields)
@@ -280,7 +280,7 @@ class Predictor:
                     append(_check_int(index, name, value))
                 else:
                     if type(value) is not str:
-                        raise InstanceError(index, name, f"expected a string, got {_json_type(value)}")
+                        raise InstanceError(index, name, f"expected a string, got {json_type(value)}")
                     append(value)
         return {
             f.name: np.array(columns[f.name], dtype=f.np_dtype) for f in self.input_fields
@@ -311,7 +311,7 @@ def _guess_layout(names: set[str]) -> str | None:
     return None
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -356,8 +356,8 @@ def _check_float(index: int, name: str, value: Any) -> float:
     if isinstance(value, (int, float, np.integer, np.floating)):
         return _check_float(index, name, float(value))
     if isinstance(value, str):
-        raise InstanceError(index, name, f"expected a number, got {_json_type(value)}")
-    raise InstanceError(index, name, f"expected a number, got {_json_type(value)}")
+        raise InstanceError(index, name, f"expected a number, got {json_type(value)}")
+    raise InstanceError(index, name, f"expected a number, got {json_type(value)}")
 
 
 def _check_int(index: int, name: str, value: Any) -> int:
@@ -370,7 +370,7 @@ def _check_int(index: int, name: str, value: Any) -> int:
 def _check_datetime(index: int, name: str, value: Any) -> str:
     if type(value) is not str:
         raise InstanceError(
-            index, name, f"expected a string like '2011-01-28 20:42:59 UTC', got {_json_type(value)}"
+            index, name, f"expected a string like '2011-01-28 20:42:59 UTC', got {json_type(value)}"
         )
     if _DATETIME_RE.match(value):
         try:
