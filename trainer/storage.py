@@ -555,6 +555,18 @@ def list_blobs(prefix_uri: str | os.PathLike) -> list[str]:
     return _call(prefix_uri, _list)
 
 
+def delete(uri: str | os.PathLike) -> None:
+    """Remove one object or local file (missing is an error)."""
+    uri = str(uri)
+    if not is_gcs(uri):
+        path = Path(uri)
+        if not path.is_file():
+            raise ObjectNotFound(f"not found: {uri}")
+        path.unlink()
+        return
+    _call(uri, _blob(uri).delete, retry=_retry())
+
+
 def read_bytes(uri: str | os.PathLike) -> bytes:
     uri = str(uri)
     if not is_gcs(uri):
