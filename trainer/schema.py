@@ -40,6 +40,11 @@ REASON_NON_FINITE = "non_finite"
 REASON_BAD_DATETIME = "bad_datetime"
 MALFORMED_REASONS = (REASON_COLUMNS, REASON_NOT_A_NUMBER, REASON_NON_FINITE, REASON_BAD_DATETIME)
 
+# Lines that are not text rows at all (the validator quarantines them before check_row).
+REASON_BINARY = "binary_data"  # not UTF-8, or control characters
+REASON_BAD_HEADER = "bad_header"  # a header line whose names match no layout / the file's layout
+LINE_REASONS = (REASON_BINARY, REASON_BAD_HEADER)
+
 DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
 
 
