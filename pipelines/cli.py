@@ -28,6 +28,7 @@ _AREAS = (
     "pipelines.cli_cloud",
     "pipelines.cli_sweep",
     "pipelines.cli_bench",
+    "pipelines.cli_data",
 )
 
 
