@@ -326,7 +326,7 @@ def _extract_bigquery(
     client = _bigquery_client(job_project, endpoint or os.environ.get(BIGQUERY_ENDPOINT_ENV))
     try:
         if "query" in params:
-            query_job = client.query(params["query"], location=location)
+            query_job = client.query(params["query"], location=location, job_id_prefix="taxifare_query_")
             query_job.result(max_results=0)
             table = query_job.destination
         else:
@@ -335,7 +335,11 @@ def _extract_bigquery(
             )
         config = bigquery.ExtractJobConfig(destination_format="CSV", print_header=False)
         extract = client.extract_table(
-            table, staging + "part-*.csv", job_config=config, location=location
+            table,
+            staging + "part-*.csv",
+            job_config=config,
+            location=location,
+            job_id_prefix="taxifare_extract_",
         )
         extract.result()
     except gexc.GoogleAPICallError as exc:
@@ -447,7 +451,7 @@ def detect_file_layout(path: Path) -> schema.Layout | None:
                 first_error = first_error or exc
     if first_error is not None:
         raise IngestError(
-            f"{path}: no line among the first {_LAYOUT_SCAN_LINES} matches a layout; first problem: {first_error}"
+            f"no line among the first {_LAYOUT_SCAN_LINES} of the file matches a layout ({first_error})"
         )
     return None
 

@@ -1,0 +1,333 @@
+"""trainer.ingest against a real gcp-storage-emulator: every source kind, the split, idempotence."""
+
+from __future__ import annotations
+
+import functools
+import random
+import threading
+from collections import Counter
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from trainer import ingest, schema, storage, synth
+
+LAB_ROW = "12.0,-73.987625,40.750617,-73.971163,40.78518,1,{key}\n"
+
+
+def _lines(path) -> list[bytes]:
+    return Path(path).read_bytes().splitlines(keepends=True)
+
+
+def _download_splits(result, tmp_path) -> tuple[list[bytes], list[bytes]]:
+    train, valid, manifest = ingest.download_dataset(result.dataset_uri, tmp_path / "back")
+    assert manifest["dataset_id"] == result.dataset_id
+    return _lines(train), _lines(valid)
+
+
+# -- parsing ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text, kind, params",
+    [
+        ("synthetic://?rows=500&layout=dated&seed=7", "synthetic", {"rows": 500, "layout": "dated", "seed": 7}),
+        ("synthetic://", "synthetic", {"rows": ingest.DEFAULT_SYNTHETIC_ROWS, "layout": "lab", "seed": 0}),
+        ("bq://my-project.taxi_data.trips_2015", "bigquery",
+         {"table_project": "my-project", "dataset": "taxi_data", "table": "trips_2015"}),
+        ("bq://?project=my-project&query=SELECT a+b FROM `x.y.z` WHERE c = 'd&e'", "bigquery",
+         {"project": "my-project", "query": "SELECT a+b FROM `x.y.z` WHERE c = 'd&e'"}),
+        ("bq://?query=SELECT%201", "bigquery", {"query": "SELECT 1"}),
+        ("gs://bkt/data/*.csv", "gcs", {"bucket": "bkt", "name": "data/*.csv"}),
+        ("https://example.com/taxi.csv", "https", {}),
+        ("http://127.0.0.1:8000/taxi.csv", "https", {}),
+        ("data/taxi-train.csv", "file", {}),
+    ],
+)  # fmt: skip
+def test_parse_source(text, kind, params):
+    source = ingest.parse_source(text)
+    assert source.kind == kind
+    assert source.params == params
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("synthetic://?rows=abc", "synthetic:// parameter rows='abc': expected an integer"),
+        ("synthetic://?rows=0", "parameter rows=0: expected an integer 1.."),
+        ("synthetic://?rows=10&layout=weird", "parameter layout='weird': expected one of lab, dated"),
+        ("synthetic://?rows=10&seed=-1", "parameter seed=-1"),
+        ("synthetic://?rowz=10", "parameter 'rowz' is not known; expected rows, layout, seed"),
+        ("synthetic://?rows=1&rows=2", "parameter 'rows' is given twice"),
+        ("synthetic://lab?rows=10", "synthetic:// takes only query parameters"),
+        ("bq://", "bq:// needs a table"),
+        ("bq://just-a-table", "bq:// table 'just-a-table': expected project.dataset.table"),
+        ("bq://Bad.ds.tbl", "expected project.dataset.table"),
+        ("bq://?query=", "bq:// parameter query is empty"),
+        ("bq://?sql=SELECT 1", "bq:// parameter 'sql' is not known"),
+        ("bq://proj-123.ds.t?query=SELECT 1", "either a table"),
+        ("s3://bucket/key.csv", "unsupported source scheme 's3://'"),
+        ("http://example.com/a.csv", "plain http:// is accepted only from a loopback host"),
+        ("gs://Bad_Bucket/x", "invalid bucket name 'Bad_Bucket'"),
+        ("   ", "source is empty"),
+    ],
+)
+def test_malformed_sources(text, message):
+    with pytest.raises((ingest.SourceError, storage.BucketNameError)) as info:
+        ingest.parse_source(text)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+# -- synthetic, idempotence, split -----------------------------------------------------------
+def test_synthetic_ingest_then_rerun_uploads_nothing(bucket, tmp_path):
+    source = "synthetic://?rows=3000&layout=lab&seed=5"
+    first = ingest.ingest(source, bucket=bucket, prefix="runs/a")
+    assert first.layout == "lab"
+    assert first.train.rows + first.valid.rows == 3000
+    assert 0.15 < first.valid.rows / 3000 < 0.25
+    assert first.dataset_uri == f"gs://{bucket}/runs/a/data/{first.dataset_id}"
+    assert first.train.uri == f"{first.dataset_uri}/train.csv"
+    assert len(first.uploaded) == 3 and first.skipped == []
+    for split in first.splits.values():
+        assert storage.object_crc32c(split.uri) == split.crc32c
+    generations = {u: storage._get_blob(u).generation for u in storage.list_blobs(f"gs://{bucket}/runs/a")}
+
+    again = ingest.ingest(source, bucket=bucket, prefix="runs/a")
+    assert again.dataset_id == first.dataset_id
+    assert again.uploaded == [] and len(again.skipped) == 3
+    assert not again.train.uploaded and not again.valid.uploaded
+    after = {u: storage._get_blob(u).generation for u in storage.list_blobs(f"gs://{bucket}/runs/a")}
+    assert after == generations  # nothing rewritten, nothing added
+
+    # Different data: a new dataset next to the old one; nothing lost.
+    other = ingest.ingest("synthetic://?rows=3000&layout=lab&seed=6", bucket=bucket, prefix="runs/a")
+    assert other.dataset_id != first.dataset_id
+    assert set(generations) < set(storage.list_blobs(f"gs://{bucket}/runs/a"))
+
+    # Every generated line is in exactly one split.
+    expected = _lines(synth.write_csv(tmp_path / "s.csv", rows=3000, layout="lab", seed=5))
+    train, valid = _download_splits(first, tmp_path)
+    assert Counter(train) + Counter(valid) == Counter(expected)
+
+
+def test_split_is_deterministic_by_key(bucket, tmp_path):
+    rows = [LAB_ROW.format(key=k).encode() for k in range(2000)]
+    shuffled = rows[:]
+    random.Random(1).shuffle(shuffled)
+    (tmp_path / "a.csv").write_bytes(b"".join(rows))
+    (tmp_path / "b.csv").write_bytes(b"".join(shuffled))
+    first = ingest.ingest(str(tmp_path / "a.csv"), bucket=bucket, prefix="p", valid_fraction=0.3)
+    second = ingest.ingest(str(tmp_path / "b.csv"), bucket=bucket, prefix="p", valid_fraction=0.3)
+    train_a, valid_a = _download_splits(first, tmp_path / "1")
+    train_b, valid_b = _download_splits(second, tmp_path / "2")
+    assert set(valid_a) == set(valid_b) and set(train_a) == set(train_b)
+    assert 0.25 < len(valid_a) / 2000 < 0.35
+    assert first.dataset_id != second.dataset_id  # row order differs, so the bytes do
+    for line in valid_a:
+        key = line.rstrip(b"\n").split(b",")[-1]
+        assert ingest.is_valid_row(key, 0.3)
+
+
+def test_rows_without_key_hash_whole_line_and_nothing_is_lost(bucket, tmp_path):
+    lines = [
+        b"fare_amount,pickuplon,pickuplat,dropofflon,dropofflat,passengers,key\n",
+        LAB_ROW.format(key=1).encode(),
+        b"12.0,-73.98,40.75,-73.97,40.78,1,\n",  # empty key
+        b"not,a,row\n",  # wrong width: hashed as a whole line
+        b"\n",  # blank
+        b"\xff\xfe\x00garbage\n",
+        b"nan,-73.98,40.75,-73.97,40.78,1,9",  # no final newline
+    ]
+    path = tmp_path / "dirty.csv"
+    path.write_bytes(b"".join(lines))
+    result = ingest.ingest(str(path), bucket=bucket, prefix="p")
+    assert result.header_lines_dropped == 1 and result.blank_lines_dropped == 1
+    train, valid = _download_splits(result, tmp_path)
+    kept = [line if line.endswith(b"\n") else line + b"\n" for line in lines[1:] if line.strip()]
+    assert Counter(train) + Counter(valid) == Counter(kept)
+
+
+# -- local sources -------------------------------------------------------------------------------
+def test_glob_and_directory_sources(bucket, tmp_path, lab_csvs):
+    train_src, valid_src = lab_csvs
+    folder = tmp_path / "course"
+    folder.mkdir()
+    (folder / "taxi-train.csv").write_bytes(Path(train_src).read_bytes())
+    (folder / "taxi-valid.csv").write_bytes(Path(valid_src).read_bytes())
+    pair = ingest.ingest(str(folder), bucket=bucket, prefix="dir")
+    assert pair.split == {"method": "separate"}
+    assert pair.train.rows == len(_lines(train_src)) and pair.valid.rows == len(_lines(valid_src))
+
+    both = ingest.ingest(str(folder / "taxi-*.csv"), bucket=bucket, prefix="glob")
+    assert both.split["method"] == "hash"
+    assert both.train.rows + both.valid.rows == pair.train.rows + pair.valid.rows
+
+    separate = ingest.ingest(str(train_src), valid_source=str(valid_src), bucket=bucket, prefix="dir")
+    assert separate.dataset_id == pair.dataset_id and separate.uploaded == []
+
+
+def test_dated_layout_and_header(bucket, tmp_path):
+    path = synth.write_csv(tmp_path / "d.csv", rows=400, layout="dated", seed=2, header=True)
+    result = ingest.ingest(str(path), bucket=bucket, prefix="p")
+    assert result.layout == "dated" and result.header_lines_dropped == 1
+    assert result.train.rows + result.valid.rows == 400
+    assert result.dataset_id.startswith("dated-")
+
+
+def test_bad_local_sources(bucket, tmp_path):
+    with pytest.raises(ingest.SourceError, match="source not found: .*nope.csv"):
+        ingest.ingest(str(tmp_path / "nope.csv"), bucket=bucket, prefix="p")
+    with pytest.raises(ingest.SourceError, match="matches no file"):
+        ingest.ingest(str(tmp_path / "*.csv"), bucket=bucket, prefix="p")
+    (tmp_path / "empty.csv").write_bytes(b"")
+    with pytest.raises(ingest.IngestError, match="no data rows"):
+        ingest.ingest(str(tmp_path / "empty.csv"), bucket=bucket, prefix="p")
+    (tmp_path / "garbage.csv").write_bytes(b"\x00\x01\x02\n\xff\xfe\n")
+    with pytest.raises(ingest.IngestError, match="garbage.csv: line 1: 1 columns"):
+        ingest.ingest(str(tmp_path / "garbage.csv"), bucket=bucket, prefix="p")
+    (tmp_path / "wide.csv").write_bytes(b"1,2,3\n4,5,6\n")
+    with pytest.raises(ingest.IngestError, match="matches a layout.*3 columns"):
+        ingest.ingest(str(tmp_path / "wide.csv"), bucket=bucket, prefix="p")
+    lab = synth.write_csv(tmp_path / "mix" / "a.csv", rows=10, layout="lab")
+    synth.write_csv(tmp_path / "mix" / "b.csv", rows=10, layout="dated")
+    with pytest.raises(ingest.IngestError, match="different layouts"):
+        ingest.ingest(str(tmp_path / "mix" / "*.csv"), bucket=bucket, prefix="p")
+    with pytest.raises(ingest.IngestError, match="valid_fraction=1.5"):
+        ingest.ingest(str(lab), bucket=bucket, prefix="p", valid_fraction=1.5)
+    assert storage.list_blobs(f"gs://{bucket}") == []  # nothing was written by any of these
+
+
+def test_empty_file_among_others_contributes_nothing(bucket, tmp_path):
+    synth.write_csv(tmp_path / "in" / "a.csv", rows=50, layout="lab", seed=1)
+    (tmp_path / "in" / "b.csv").write_bytes(b"")
+    result = ingest.ingest(str(tmp_path / "in" / "*.csv"), bucket=bucket, prefix="p")
+    assert result.train.rows + result.valid.rows == 50
+
+
+def test_tiny_source_with_empty_valid_split(bucket, tmp_path):
+    # One row: it lands in one split, the other is an empty (zero-byte) object.
+    path = tmp_path / "one.csv"
+    path.write_text(LAB_ROW.format(key=3))
+    result = ingest.ingest(str(path), bucket=bucket, prefix="p")
+    sizes = sorted([result.train.bytes, result.valid.bytes])
+    assert sizes[0] == 0 and sizes[1] > 0
+    empty = result.train if result.train.bytes == 0 else result.valid
+    assert storage.exists(empty.uri) and storage.object_crc32c(empty.uri) == "AAAAAA=="
+    assert ingest.ingest(str(path), bucket=bucket, prefix="p").uploaded == []
+
+
+# -- destinations --------------------------------------------------------------------------------
+def test_missing_and_bad_bucket(gcs_emulator, tmp_path):
+    with pytest.raises(storage.BucketNotFound, match="gs://no-bucket-like-this does not exist"):
+        ingest.ingest("synthetic://?rows=10", bucket="no-bucket-like-this", prefix="p")
+    with pytest.raises(storage.BucketNameError, match="invalid bucket name 'UPPER'"):
+        ingest.ingest("synthetic://?rows=10", bucket="UPPER", prefix="p")
+
+
+def test_altered_object_is_detected_and_kept(bucket, tmp_path, gcs_emulator):
+    source = "synthetic://?rows=200&seed=9"
+    result = ingest.ingest(source, bucket=bucket, prefix="p")
+    name = storage.split_gcs_uri(result.train.uri)[1]
+    gcs_emulator.client().bucket(bucket).blob(name).upload_from_string(b"tampered\n")
+    with pytest.raises(storage.ObjectConflict, match="train.csv already exists with different content"):
+        ingest.ingest(source, bucket=bucket, prefix="p")
+    assert storage.read_text(result.train.uri) == "tampered\n"  # not overwritten silently
+    with pytest.raises(storage.ChecksumMismatch, match="expected crc32c"):
+        ingest.download_dataset(result.dataset_uri, tmp_path / "dl")
+    fixed = ingest.ingest(source, bucket=bucket, prefix="p", overwrite=True)
+    assert fixed.uploaded == [result.train.uri]
+    ingest.download_dataset(result.dataset_uri, tmp_path / "dl")
+
+
+def test_local_root_destination(tmp_path):
+    result = ingest.ingest("synthetic://?rows=100", bucket=None, prefix="p", local_root=tmp_path / "out")
+    assert Path(result.train.uri).is_file()
+    assert Path(result.manifest_uri) == tmp_path / "out" / "p" / "data" / result.dataset_id / "dataset.json"
+    assert ingest.ingest("synthetic://?rows=100", bucket=None, prefix="p", local_root=tmp_path / "out").uploaded == []
+
+
+# -- remote sources ------------------------------------------------------------------------------
+@pytest.fixture
+def http_folder(tmp_path):
+    """A loopback HTTP server serving a folder."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield folder, f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_http_source(bucket, http_folder, tmp_path):
+    folder, url = http_folder
+    served = synth.write_csv(folder / "taxi.csv", rows=500, layout="lab", seed=4)
+    from_url = ingest.ingest(f"{url}/taxi.csv", bucket=bucket, prefix="p")
+    from_file = ingest.ingest(str(served), bucket=bucket, prefix="p")
+    assert from_url.dataset_id == from_file.dataset_id and from_file.uploaded == []
+    with pytest.raises(ingest.SourceError, match=r"taxi-missing.csv: HTTP 404"):
+        ingest.ingest(f"{url}/taxi-missing.csv", bucket=bucket, prefix="p")
+
+
+def test_http_source_unreachable(bucket):
+    from trainer.emulator import free_port
+
+    port = free_port()
+    with pytest.raises(ingest.SourceError, match=f"cannot reach 127.0.0.1:{port}"):
+        ingest.ingest(f"http://127.0.0.1:{port}/x.csv", bucket=bucket, prefix="p")
+
+
+def test_gcs_source(bucket, tmp_path):
+    parts = [synth.write_csv(tmp_path / f"part-{i}.csv", rows=100, layout="lab", seed=i) for i in range(3)]
+    for part in parts:
+        storage.upload_file(part, f"gs://{bucket}/raw/{part.name}")
+    storage.upload_file(parts[0], f"gs://{bucket}/raw/notes.txt")
+    one = ingest.ingest(f"gs://{bucket}/raw/part-0.csv", bucket=bucket, prefix="p")
+    assert one.train.rows + one.valid.rows == 100
+    matched = ingest.ingest(f"gs://{bucket}/raw/part-*.csv", bucket=bucket, prefix="p")
+    folder = ingest.ingest(f"gs://{bucket}/raw/", bucket=bucket, prefix="p")
+    assert matched.train.rows + matched.valid.rows == 300
+    assert folder.dataset_id == matched.dataset_id  # .txt skipped, same files in the same order
+    with pytest.raises(ingest.SourceError, match="no object found"):
+        ingest.ingest(f"gs://{bucket}/nothing-here/*.csv", bucket=bucket, prefix="p")
+
+
+def test_bigquery_table_extract(bucket, gcs_emulator, contract_server, tmp_path):
+    """The real BigQuery client against recorded REST answers; the extract's files are written into
+    the emulator bucket while the job 'runs', the way BigQuery writes them."""
+    contract_server.load("bigquery_extract")
+    shard = synth.write_csv(tmp_path / "shard.csv", rows=300, layout="lab", seed=11)
+    stop = threading.Event()
+
+    def play_bigquery():
+        while not stop.is_set():
+            inserts = contract_server.calls("POST", r"/bigquery/v2/projects/[^/]+/jobs")
+            if inserts:
+                (uri,) = inserts[0].body["configuration"]["extract"]["destinationUris"]
+                storage.upload_file(shard, uri.replace("*", "000000000000"))
+                return
+            stop.wait(0.01)
+
+    player = threading.Thread(target=play_bigquery, daemon=True)
+    player.start()
+    try:
+        result = ingest.ingest(
+            "bq://taxi-project.course.taxi_trips",
+            bucket=bucket,
+            prefix="p",
+            bigquery_endpoint=contract_server.url,
+        )
+    finally:
+        stop.set()
+        player.join(5)
+    assert result.train.rows + result.valid.rows == 300
+    (insert,) = contract_server.calls("POST", r"/bigquery/v2/projects/taxi-project/jobs")
+    extract = insert.body["configuration"]["extract"]
+    assert extract["sourceTable"] == {"projectId": "taxi-project", "datasetId": "course", "tableId": "taxi_trips"}
+    assert extract["destinationFormat"] == "CSV" and extract["printHeader"] is False
+    assert extract["destinationUris"][0].startswith(f"gs://{bucket}/p/staging/bq-")
+    assert insert.body["jobReference"]["jobId"].startswith("taxifare_extract_")
