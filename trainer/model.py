@@ -1,0 +1,366 @@
+"""The taxifare model: input functions, the Keras model, training, evaluation and export.
+
+``train_and_evaluate`` is the whole job behind ``python -m trainer.task``: scan the CSVs, build
+the model (feature engineering and normalisation inside the graph), train for ``train_steps``
+batches while logging train/eval loss to TensorBoard, evaluate on every parseable row of the
+evaluation files, and export a SavedModel whose ``serving_default`` signature takes the raw
+serving fields to ``OUTPUT_DIR/export/exporter/<timestamp>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from trainer import data, schema
+from trainer.features import CROSS_BUCKETS, GRID_CELLS, TaxiFeatures, Winsorize, feature_names
+from trainer.schema import Layout
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRAIN_STEPS = 6000
+DEFAULT_BATCH_SIZE = 512
+DEFAULT_HIDDEN_UNITS = (128, 64, 32)
+DEFAULT_LEARNING_RATE = 0.003
+NORMALIZATION_SAMPLE_ROWS = 100_000
+EVAL_EVERY_STEPS = 500
+METADATA_FILE = "taxifare.json"
+
+
+@dataclass
+class TrainConfig:
+    train_data_paths: str | Sequence[str]
+    eval_data_paths: str | Sequence[str]
+    output_dir: str
+    train_steps: int = DEFAULT_TRAIN_STEPS
+    train_batch_size: int = DEFAULT_BATCH_SIZE
+    hidden_units: Sequence[int] = DEFAULT_HIDDEN_UNITS
+    learning_rate: float = DEFAULT_LEARNING_RATE
+    seed: int = 0
+    layout: str = "auto"
+    eval_steps: int | None = None
+    cache: bool = True
+    embedding_dim: int = 4
+    dropout: float = 0.0
+    l2: float = 0.0
+    clip_quantile: float = 0.001
+    loss: str = "mse"
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+
+
+def serving_inputs(layout: Layout) -> dict[str, keras.KerasTensor]:
+    """One named Keras input per raw serving field: float32, or string for the pickup time."""
+    return {
+        name: keras.Input(shape=(), dtype="string" if name == layout.pickup_datetime else "float32", name=name)
+        for name in layout.serving_fields
+    }
+
+
+def serving_signature(layout: Layout) -> dict[str, tf.TensorSpec]:
+    return {
+        name: tf.TensorSpec([None], tf.string if name == layout.pickup_datetime else tf.float32, name=name)
+        for name in layout.serving_fields
+    }
+
+
+def build_model(
+    layout: Layout,
+    normalization_sample: dict[str, np.ndarray],
+    *,
+    hidden_units: Sequence[int] = DEFAULT_HIDDEN_UNITS,
+    learning_rate: float = DEFAULT_LEARNING_RATE,
+    train_steps: int = DEFAULT_TRAIN_STEPS,
+    label_mean: float = 0.0,
+    embedding_dim: int = 4,
+    dropout: float = 0.0,
+    l2: float = 0.0,
+    clip_quantile: float = 0.001,
+    loss: str = "mse",
+) -> keras.Model:
+    """The Keras model: raw fields → features → normalise → embeddings + DNN → fare.
+
+    ``normalization_sample`` holds raw serving fields of training rows; the normalisation mean
+    and variance are adapted on their engineered features.
+    """
+    inputs = serving_inputs(layout)
+    feats = TaxiFeatures(layout.name, name="features")(inputs)
+
+    sample_features = TaxiFeatures(layout.name)(
+        {k: tf.constant(v) for k, v in normalization_sample.items()}
+    )["numeric"].numpy()
+    clip = Winsorize(clip_quantile, name="winsorize")
+    clip.adapt(sample_features)
+    norm = keras.layers.Normalization(name="normalize")
+    norm.adapt(np.asarray(clip(sample_features)))
+    parts = [norm(clip(feats["numeric"]))]
+    if embedding_dim > 0:
+        for key, size in (("pickup_cell", GRID_CELLS), ("dropoff_cell", GRID_CELLS), ("trip_cell", CROSS_BUCKETS)):
+            emb = keras.layers.Embedding(
+                size, embedding_dim, name=f"{key}_embedding",
+                embeddings_regularizer=keras.regularizers.l2(l2) if l2 else None,
+            )  # fmt: skip
+            parts.append(emb(feats[key]))
+    x = keras.layers.Concatenate(name="all_features")(parts)
+    regularizer = keras.regularizers.l2(l2) if l2 else None
+    for i, units in enumerate(hidden_units):
+        x = keras.layers.Dense(units, activation="relu", kernel_regularizer=regularizer, name=f"hidden_{i}")(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
+    out = keras.layers.Dense(1, bias_initializer=keras.initializers.Constant(label_mean), name="fare")(x)
+    fare = keras.layers.Reshape((), name="fare_amount")(out)
+    model = keras.Model(inputs, fare, name=f"taxifare_{layout.name}")
+
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(train_steps, 1), alpha=0.05)
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.Huber(delta=float(loss.split(":")[1])) if loss.startswith("huber:") else loss,
+        metrics=[keras.metrics.RootMeanSquaredError(name="rmse")],
+    )
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Distribution
+
+
+def cluster_from_tf_config() -> tuple[dict, dict]:
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    return config.get("cluster", {}), config.get("task", {})
+
+
+def choose_strategy() -> tuple[tf.distribute.Strategy, bool]:
+    """(strategy, is_chief): MultiWorkerMirroredStrategy when TF_CONFIG has several workers."""
+    cluster, task = cluster_from_tf_config()
+    workers = len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+    if workers <= 1:
+        return tf.distribute.get_strategy(), True
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    kind, index = task.get("type", "worker"), int(task.get("index", 0))
+    is_chief = kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+    log.info("multi-worker training: %d workers, this is %s %d (chief=%s)", workers, kind, index, is_chief)
+    return strategy, is_chief
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+class _TensorBoardLoss(keras.callbacks.Callback):
+    """Scalars the lab watches: train loss every few steps, eval loss after each evaluation."""
+
+    def __init__(self, logdir: Path, every: int = 50):
+        super().__init__()
+        self.train_writer = tf.summary.create_file_writer(str(logdir / "train"))
+        self.eval_writer = tf.summary.create_file_writer(str(logdir / "eval"))
+        self.every = every
+        self.step = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if logs and self.step % self.every == 0:
+            with self.train_writer.as_default(step=self.step):
+                tf.summary.scalar("loss", float(logs["loss"]))
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        with self.train_writer.as_default(step=self.step):
+            tf.summary.scalar("loss", float(logs["loss"]))
+        if "val_loss" in logs:
+            with self.eval_writer.as_default(step=self.step):
+                tf.summary.scalar("loss", float(logs["val_loss"]))
+                tf.summary.scalar("rmse", float(logs["val_rmse"]))
+        self.train_writer.flush()
+        self.eval_writer.flush()
+        log.info(
+            "step %d: loss %.3f%s", self.step, logs.get("loss", float("nan")),
+            f", eval loss {logs['val_loss']:.3f}" if "val_loss" in logs else "",
+        )  # fmt: skip
+
+
+def _normalization_sample(scan: data.ScanResult, rows: int) -> tuple[dict[str, np.ndarray], float]:
+    """Raw fields of up to ``rows`` plausible training rows, and their mean fare."""
+    ds = data.make_dataset(scan, batch_size=8192, training=False, drop_implausible=True, cache=False)
+    feats: dict[str, list] = {}
+    labels: list = []
+    taken = 0
+    for features, label in ds:
+        for k, v in features.items():
+            feats.setdefault(k, []).append(v.numpy())
+        labels.append(label.numpy())
+        taken += int(label.shape[0])
+        if taken >= rows:
+            break
+    if taken == 0:
+        raise data.DataError("no plausible training rows: nothing to learn from")
+    sample = {k: np.concatenate(v)[:rows] for k, v in feats.items()}
+    return sample, float(np.concatenate(labels).mean())
+
+
+def evaluate(model_fn, scan: data.ScanResult, batch_size: int = 4096, max_batches: int | None = None) -> dict:
+    """RMSE/MAE on every parseable row (and on plausible rows only) of the scanned files.
+
+    model_fn maps a dict of raw serving fields (tensors) to predicted fares.
+    """
+    ds = data.make_dataset(scan, batch_size=batch_size, training=False, with_mask=True)
+    errors, masks = [], []
+    for i, (features, label, mask) in enumerate(ds):
+        if max_batches is not None and i >= max_batches:
+            break
+        pred = np.asarray(model_fn(features)).reshape(-1)
+        errors.append(pred - label.numpy())
+        masks.append(mask.numpy())
+    err = np.concatenate(errors).astype(np.float64)
+    mask = np.concatenate(masks)
+    plausible = err[mask]
+    return {
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "mae": float(np.mean(np.abs(err))),
+        "eval_rows": int(err.size),
+        "rmse_plausible": float(np.sqrt(np.mean(plausible**2))) if plausible.size else float("nan"),
+        "mae_plausible": float(np.mean(np.abs(plausible))) if plausible.size else float("nan"),
+        "eval_rows_plausible": int(plausible.size),
+    }
+
+
+def _new_export_dir(base: Path) -> Path:
+    stamp = int(time.time())
+    while (base / str(stamp)).exists():
+        stamp += 1
+    return base / str(stamp)
+
+
+def export_model(model: keras.Model, layout: Layout, export_base: Path, metadata: dict) -> Path:
+    """Write a SavedModel with the raw-field ``serving_default`` signature and its metadata."""
+    target = _new_export_dir(export_base)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def serve(instances):
+        fare = model(instances, training=False)
+        return {schema.LABEL: tf.reshape(tf.cast(fare, tf.float32), [-1])}
+
+    archive.add_endpoint("serving_default", serve, input_signature=[serving_signature(layout)])
+    tmp = target.with_name(f".{target.name}.tmp")
+    archive.write_out(str(tmp), verbose=False)
+    extra = tmp / "assets.extra"
+    extra.mkdir(exist_ok=True)
+    (extra / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    tmp.rename(target)  # readers never see a half-written export
+    return target
+
+
+def train_and_evaluate(
+    train_data_paths: str | Sequence[str],
+    eval_data_paths: str | Sequence[str],
+    output_dir: str | os.PathLike,
+    **options,
+) -> dict:
+    """Train, evaluate, export. Returns the metrics written to OUTPUT_DIR/eval_metrics.json."""
+    config = TrainConfig(train_data_paths, eval_data_paths, str(output_dir), **options)
+    return run(config)
+
+
+def run(config: TrainConfig) -> dict:
+    started = time.monotonic()
+    strategy, is_chief = choose_strategy()
+    keras.utils.set_random_seed(config.seed)
+
+    train_scan = data.scan_files(data.expand_paths(config.train_data_paths), config.layout)
+    layout = train_scan.layout
+    eval_scan = data.scan_files(data.expand_paths(config.eval_data_paths), layout)
+    dropped = train_scan.dropped
+    log.info(
+        "training rows: %d plausible of %d; dropped %s", train_scan.plausible, train_scan.rows, dropped
+    )
+    if train_scan.plausible == 0:
+        raise data.DataError("no plausible training rows: nothing to learn from")
+
+    output_dir = Path(config.output_dir)
+    write_dir = output_dir if is_chief else Path(tempfile.mkdtemp(prefix="taxifare-worker-"))
+    write_dir.mkdir(parents=True, exist_ok=True)
+
+    sample, label_mean = _normalization_sample(train_scan, NORMALIZATION_SAMPLE_ROWS)
+    with strategy.scope():
+        model = build_model(
+            layout, sample, hidden_units=config.hidden_units, learning_rate=config.learning_rate,
+            train_steps=config.train_steps, label_mean=label_mean, embedding_dim=config.embedding_dim,
+            dropout=config.dropout, l2=config.l2, clip_quantile=config.clip_quantile, loss=config.loss,
+        )  # fmt: skip
+
+    train_ds = data.make_dataset(
+        train_scan, config.train_batch_size, training=True, cache=config.cache, seed=config.seed
+    )
+    eval_ds = data.make_dataset(eval_scan, 4096, training=False, cache=config.cache)
+    if config.eval_steps:
+        eval_ds = eval_ds.take(config.eval_steps)
+    every = min(EVAL_EVERY_STEPS, config.train_steps)
+    epochs = max(1, math.ceil(config.train_steps / every))
+    tensorboard = _TensorBoardLoss(write_dir / "tensorboard", every=max(1, min(50, every)))
+    fit_started = time.monotonic()
+    model.fit(
+        train_ds,
+        steps_per_epoch=every,
+        epochs=epochs,
+        validation_data=eval_ds,
+        callbacks=[tensorboard],
+        verbose=0,
+    )
+    train_seconds = time.monotonic() - fit_started
+
+    metrics = evaluate(lambda f: model(f, training=False), eval_scan, max_batches=config.eval_steps)
+    metrics.update(
+        layout=layout.name,
+        train_rows=train_scan.plausible,
+        train_rows_read=train_scan.rows,
+        train_rows_dropped=dropped,
+        eval_rows_implausible=eval_scan.dropped,
+        steps=epochs * every,
+        batch_size=config.train_batch_size,
+        hidden_units=list(config.hidden_units),
+        learning_rate=config.learning_rate,
+        train_seconds=round(train_seconds, 2),
+    )
+    metadata = {
+        "layout": layout.name,
+        "fields": {
+            n: ("string" if n == layout.pickup_datetime else "float32") for n in layout.serving_fields
+        },
+        "features": list(feature_names(layout)),
+        "metrics": {k: metrics[k] for k in ("rmse", "mae", "rmse_plausible", "eval_rows")},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "train_rows": train_scan.plausible,
+        "train_rows_dropped": dropped,
+        "train_data": [f.path for f in train_scan.files],
+        "steps": epochs * every,
+        "hidden_units": list(config.hidden_units),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
+    export_dir = export_model(model, layout, write_dir / "export" / "exporter", metadata)
+    metrics["export_dir"] = str(export_dir) if is_chief else None
+    metrics["seconds"] = round(time.monotonic() - started, 2)
+    (write_dir / "eval_metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    if not is_chief:
+        shutil.rmtree(write_dir, ignore_errors=True)
+    log.info(
+        "eval RMSE %.3f on %d rows (plausible only %.3f), MAE %.3f; exported to %s in %.1f s",
+        metrics["rmse"], metrics["eval_rows"], metrics["rmse_plausible"], metrics["mae"], export_dir,
+        metrics["seconds"],
+    )  # fmt: skip
+    return metrics
