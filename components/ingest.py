@@ -13,6 +13,7 @@ def ingest(
     prefix: str,
     valid_source: str,
     valid_fraction: float,
+    project: str,
     train_data: Output[Dataset],
     valid_data: Output[Dataset],
 ):
@@ -30,6 +31,7 @@ def ingest(
         prefix=prefix,
         valid_source=valid_source,
         valid_fraction=valid_fraction,
+        project=project,
         train_data=train_data,
         valid_data=valid_data,
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +22,7 @@ from trainer.pipeline_steps import STEP_LOG_ENV
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKDIR = Path("build/local")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_TASK_EVENT = re.compile(r"^(?:Executing task '(?P<start>[\w-]+)'|Task '(?P<end>[\w-]+)' finished with status"
-                         r"|Task (?P<hit>[\w-]+) cache hit)")
+STEPS = ("ingest", "validate", "train", "export", "deploy", "predict")
 
 
 class RunError(RuntimeError):
@@ -78,27 +75,6 @@ class RunSummary:
         }
 
 
-class _TaskClock(logging.Handler):
-    """Times each task from kfp.local's own log lines ("Executing task", "finished", "cache hit")."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.INFO)
-        self.started: dict[str, float] = {}
-        self.steps: dict[str, StepTiming] = {}
-
-    def emit(self, record: logging.LogRecord) -> None:
-        match = _TASK_EVENT.match(_ANSI.sub("", record.getMessage()))
-        if not match:
-            return
-        if match["start"]:
-            self.started[match["start"]] = record.created
-        elif match["end"] and match["end"] in self.started:
-            step = self.steps.setdefault(match["end"], StepTiming(match["end"]))
-            step.wall_s = round(record.created - self.started[match["end"]], 3)
-        elif match["hit"]:
-            self.steps.setdefault(match["hit"], StepTiming(match["hit"])).cached = True
-
-
 def run_local(
     *,
     workdir: str | Path = DEFAULT_WORKDIR,
@@ -132,9 +108,7 @@ def run_local(
     step_log.unlink(missing_ok=True)
 
     saved_env = {k: os.environ.get(k) for k in ("STORAGE_EMULATOR_HOST", "TAXIFARE_STATE_DIR", STEP_LOG_ENV)}
-    clock = _TaskClock()
-    root_logger = logging.getLogger()
-    started = time.perf_counter()
+    started = time.time()
     emulator = GcsEmulator(data_dir=workdir / "gcs", log_path=workdir / "gcs-emulator.log")
     endpoint_name = params.get("endpoint_name", "taxifare")
     try:
@@ -149,8 +123,8 @@ def run_local(
             enable_caching=enable_caching,
             cache_root=str(workdir / "cache"),
         )
-        root_logger.addHandler(clock)
         before = set(pipeline_root.iterdir())
+        pipeline_started = time.time()
         try:
             result = pipeline(**params)
         except RuntimeError as exc:
@@ -160,21 +134,17 @@ def run_local(
         new_dirs = sorted(set(pipeline_root.iterdir()) - before)
         run_dir = new_dirs[-1] if new_dirs else None
         summary = RunSummary(
-            wall_s=time.perf_counter() - started,
+            wall_s=time.time() - started,
             pipeline_root=pipeline_root,
             run_dir=run_dir,
             endpoint_url=endpoint.predict_url if endpoint else None,
             endpoint_kept=keep_endpoint and endpoint is not None,
             predict_rmse=rmse,
-            steps=clock.steps,
+            steps=step_timings(_read_step_log(step_log), pipeline_started, STEPS),
         )
-        for record in _read_step_log(step_log):
-            step = summary.steps.setdefault(record["step"], StepTiming(record["step"]))
-            step.in_step_s = record["seconds"]
-            summary.facts[record["step"]] = record.get("facts", {})
+        summary.facts = {r["step"]: r.get("facts", {}) for r in _read_step_log(step_log)}
         return summary
     finally:
-        root_logger.removeHandler(clock)
         if not keep_endpoint:
             local_endpoint.stop(endpoint_name)
         emulator.stop()
@@ -183,6 +153,23 @@ def run_local(
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def step_timings(records: list[dict], run_started: float, order: tuple[str, ...]) -> dict[str, StepTiming]:
+    """Per-step wall time (from the previous step's end, or the run's start, to this step's end),
+    the time inside the step's own code, and the difference: what orchestration costs. Steps with
+    no record were answered from the cache."""
+    by_step = {r["step"]: r for r in records}
+    timings: dict[str, StepTiming] = {}
+    previous_end = run_started
+    for name in order:
+        record = by_step.get(name)
+        if record is None:
+            timings[name] = StepTiming(name, cached=True)
+            continue
+        timings[name] = StepTiming(name, wall_s=round(record["end"] - previous_end, 3), in_step_s=record["seconds"])
+        previous_end = record["end"]
+    return timings
 
 
 def _read_step_log(path: Path) -> list[dict]:

@@ -80,6 +80,7 @@ def taxifare(
         prefix=prefix,
         valid_source=valid_source,
         valid_fraction=valid_fraction,
+        project=project,
     ).set_display_name("ingest to GCS")
 
     validate_task = validate(

@@ -72,39 +72,36 @@ def export_model(
     saved_model = predictor.find_saved_model(model_dir)
     version = saved_model.name
     destination = f"{models_uri(bucket, prefix)}/{version}"
-    loaded = predictor.Predictor.load(saved_model)
-    trainer_info = loaded.metadata
-    info = {
-        "version": version,
-        "uri": destination,
-        "layout": loaded.layout,
-        "signature": {name: str(dtype) for name, dtype in loaded.fields.items()},
-        "metrics": trainer_info.get("metrics", {}),
-        "data_checksums": data_checksums or {},
-        "code_version": code_version(),
-        "framework": "tensorflow",
-    }
     storage.upload_dir(saved_model, destination)
     with tempfile.TemporaryDirectory(prefix="taxifare-export-") as workdir:
+        loaded, fare = check_exported(destination, Path(workdir) / "reload")
+        info = {
+            "version": version,
+            "uri": destination,
+            "layout": loaded.layout,
+            "signature": loaded.fields,
+            "metrics": loaded.metadata.get("metrics", {}),
+            "data_checksums": data_checksums or {},
+            "code_version": code_version(),
+            "framework": "tensorflow",
+            "check_fare": fare,
+        }
         info_path = Path(workdir) / MODEL_METADATA_FILE
         info_path.write_text(json.dumps(info, indent=2, sort_keys=True))
-        storage.upload_file(info_path, f"{destination}/{MODEL_METADATA_FILE}")
-        fare = check_exported(destination, Path(workdir) / "reload")
-    info["check_fare"] = fare
+        storage.upload_file(info_path, f"{destination}/{MODEL_METADATA_FILE}", content_type="application/json")
     log.info("exported %s to %s (test instance: $%.2f)", saved_model, destination, fare)
     return ExportResult(uri=destination, version=version, metadata=info)
 
 
-def check_exported(uri: str, workdir: Path) -> float:
-    """Load the model back from `uri` and predict the layout's test instance; the fare."""
-    local = workdir
-    storage.download_dir(uri, local)
+def check_exported(uri: str, workdir: Path) -> tuple[predictor.Predictor, float]:
+    """Load the model back from `uri` and predict the layout's test instance."""
+    storage.download_dir(uri, workdir)
     try:
-        model = predictor.Predictor.load(local)
-    except (OSError, ValueError, predictor.ModelLoadError) as exc:
+        model = predictor.Predictor.load(workdir)
+    except (OSError, ValueError, predictor.ModelLoadError, predictor.ModelNotFoundError) as exc:
         raise ExportError(f"exported model at {uri} does not load: {exc}") from exc
     instance = schema.TEST_INSTANCES[model.layout]
     fare = model.predict([dict(instance)])[0]
     if not math.isfinite(fare):
         raise ExportError(f"exported model at {uri} predicts {fare} for the test instance {instance}")
-    return float(fare)
+    return model, float(fare)

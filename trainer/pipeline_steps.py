@@ -18,6 +18,8 @@ import time
 from collections import namedtuple
 from pathlib import Path
 
+import psutil
+
 from trainer import schema, storage
 
 log = logging.getLogger(__name__)
@@ -45,13 +47,17 @@ def step(name: str):
     def decorate(function):
         @functools.wraps(function)
         def wrapper(*args, **kwargs):
-            started = time.perf_counter()
+            started = time.time()
+            times = {"process_start": psutil.Process().create_time(), "start": started}
             try:
                 result, facts = function(*args, **kwargs)
             except Exception as exc:
-                _record({"step": name, "seconds": time.perf_counter() - started, "error": f"{type(exc).__name__}: {exc}"})
+                ended = time.time()
+                error = f"{type(exc).__name__}: {exc}"
+                _record({"step": name, "seconds": ended - started, **times, "end": ended, "error": error})
                 raise
-            _record({"step": name, "seconds": round(time.perf_counter() - started, 3), "facts": facts})
+            ended = time.time()
+            _record({"step": name, "seconds": round(ended - started, 3), **times, "end": ended, "facts": facts})
             return result
 
         return wrapper
@@ -86,7 +92,7 @@ def local_path(artifact, workdir: str | os.PathLike) -> Path:
 
 # -- 1. ingest ---------------------------------------------------------------------------------
 @step("ingest")
-def run_ingest(*, source, bucket, prefix, valid_source, valid_fraction, train_data, valid_data) -> None:
+def run_ingest(*, source, bucket, prefix, valid_source, valid_fraction, train_data, valid_data, project=None) -> None:
     from trainer import ingest
 
     result = ingest.ingest(
@@ -95,6 +101,7 @@ def run_ingest(*, source, bucket, prefix, valid_source, valid_fraction, train_da
         prefix=prefix,
         valid_source=valid_source or None,
         valid_fraction=valid_fraction,
+        project=project or None,
     )
     for artifact, split in ((train_data, result.train), (valid_data, result.valid)):
         artifact.uri = split.uri
@@ -132,11 +139,8 @@ def run_validate(
             smoke_steps=smoke_steps,
             quarantine_uri=quarantine.uri,
         )
-        for artifact, produced in (
-            (clean_train, result.clean_train),
-            (clean_valid, result.clean_valid),
-            (quarantine, result.quarantine),
-        ):
+        # The quarantine file already went to quarantine.uri inside validate (before any failure).
+        for artifact, produced in ((clean_train, result.clean_train), (clean_valid, result.clean_valid)):
             Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(produced, artifact.path)
         Path(report.path).parent.mkdir(parents=True, exist_ok=True)
