@@ -1,0 +1,411 @@
+"""Vertex AI for the pipeline's cloud target: training as a CustomJob, Model Registry, endpoints.
+
+Plain functions over the aiplatform SDK; the pipeline's components call them when the target is
+``vertex``. Connection settings come from the project config (``trainer.config``): an
+``api_endpoint`` sends every call to a private endpoint, and an ``http://`` endpoint (a local
+server speaking the Vertex REST API) is called over REST with anonymous credentials.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Sequence
+
+from trainer.config import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+# The serving container: the project image running the project's server (trainer.server), which
+# reads AIP_HTTP_PORT / AIP_HEALTH_ROUTE / AIP_PREDICT_ROUTE / AIP_STORAGE_URI.
+SERVING_COMMAND = ["python", "-m", "trainer.server"]
+SERVING_ARGS = ["--host", "0.0.0.0"]
+SERVING_PORT = 8080
+HEALTH_ROUTE = "/health"
+PREDICT_ROUTE = "/predict"
+# Vertex AI's prebuilt TensorFlow serving image (TF Serving reads the SavedModel directly).
+PREBUILT_TF_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
+SERVING_KINDS = ("custom", "prebuilt")
+
+# A public endpoint rejects requests over 1.5 MB; stay well below it.
+MAX_REQUEST_BYTES = 1_000_000
+
+JOB_DONE_STATES = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
+
+
+class VertexError(RuntimeError):
+    """A Vertex AI job or call that did not do what was asked."""
+
+
+# -- connection --------------------------------------------------------------------------------
+def init(project: str, region: str, *, settings: Settings | None = None, staging_bucket: str | None = None) -> None:
+    """Point aiplatform at ``project``/``region`` (and the configured ``api_endpoint`` if any)."""
+    from google.cloud import aiplatform
+
+    settings = settings or load_settings()
+    kwargs: dict[str, Any] = {"project": project, "location": region}
+    if staging_bucket:
+        kwargs["staging_bucket"] = staging_bucket
+    if settings.api_endpoint:
+        kwargs["api_endpoint"] = settings.api_endpoint
+        if settings.api_endpoint.startswith("http://"):
+            # Plain HTTP only ever reaches a local stand-in for the API: REST, no credentials.
+            from google.auth.credentials import AnonymousCredentials
+
+            kwargs["api_transport"] = "rest"
+            kwargs["credentials"] = AnonymousCredentials()
+    aiplatform.init(**kwargs)
+
+
+# -- training as a CustomJob -------------------------------------------------------------------
+def gcs_fuse_path(uri: str) -> str:
+    """``gs://bucket/path`` → ``/gcs/bucket/path``: where Vertex mounts the bucket in a job."""
+    if uri.startswith("gs://"):
+        return "/gcs/" + uri[len("gs://"):]
+    return uri
+
+
+def trainer_args(
+    *,
+    train_data: str,
+    eval_data: str,
+    output_dir: str,
+    train_steps: int,
+    batch_size: int,
+    hidden_units: str,
+    learning_rate: float,
+    seed: int,
+    layout: str = "auto",
+) -> list[str]:
+    """The trainer's command line (the lab's flags) with gs:// locations as their /gcs/ mounts."""
+    return [
+        "--train_data_paths", gcs_fuse_path(train_data),
+        "--eval_data_paths", gcs_fuse_path(eval_data),
+        "--output_dir", gcs_fuse_path(output_dir),
+        "--train_steps", str(train_steps),
+        "--train_batch_size", str(batch_size),
+        "--hidden_units", hidden_units,
+        "--learning_rate", str(learning_rate),
+        "--seed", str(seed),
+        "--layout", layout,
+    ]  # fmt: skip
+
+
+def worker_pool_specs(
+    *,
+    image: str,
+    args: Sequence[str],
+    machine_type: str = "n1-standard-4",
+    replica_count: int = 1,
+    accelerator_type: str = "",
+    accelerator_count: int = 0,
+) -> list[dict]:
+    """Vertex worker pools for the trainer: a chief, plus ``replica_count - 1`` workers.
+
+    Vertex sets TF_CONFIG in every replica from these pools, which is what the trainer's
+    MultiWorkerMirroredStrategy reads.
+    """
+    if replica_count < 1:
+        raise ValueError(f"replica_count must be at least 1, got {replica_count}")
+    if bool(accelerator_type) != (accelerator_count > 0):
+        raise ValueError(
+            "accelerator_type and accelerator_count go together: got "
+            f"accelerator_type={accelerator_type!r}, accelerator_count={accelerator_count}"
+        )
+    machine_spec: dict[str, Any] = {"machine_type": machine_type}
+    if accelerator_type:
+        machine_spec.update(accelerator_type=accelerator_type, accelerator_count=accelerator_count)
+    pool = {
+        "machine_spec": machine_spec,
+        "replica_count": 1,
+        "container_spec": {"image_uri": image, "command": ["python", "-m", "trainer.task"], "args": list(args)},
+    }
+    pools = [pool]
+    if replica_count > 1:
+        pools.append({**pool, "replica_count": replica_count - 1})
+    return pools
+
+
+@dataclass
+class CustomJobResult:
+    resource_name: str
+    state: str
+    display_name: str
+    worker_pool_specs: list[dict] = field(default_factory=list)
+
+    def metadata(self) -> dict:
+        return {"custom_job": self.resource_name, "state": self.state}
+
+
+def run_custom_job(
+    *,
+    project: str,
+    region: str,
+    display_name: str,
+    args: Sequence[str],
+    staging_bucket: str,
+    image: str | None = None,
+    machine_type: str = "n1-standard-4",
+    replica_count: int = 1,
+    accelerator_type: str = "",
+    accelerator_count: int = 0,
+    base_output_dir: str | None = None,
+    service_account: str | None = None,
+    labels: dict[str, str] | None = None,
+    wait: bool = True,
+    poll_interval_s: float = 30.0,
+    timeout_s: float | None = None,
+    settings: Settings | None = None,
+) -> CustomJobResult:
+    """Trains as a Vertex AI CustomJob in the project image; with ``wait``, until it ends.
+
+    Raises VertexError when the job fails, is cancelled or expires (with Vertex's message).
+    """
+    from google.cloud import aiplatform
+
+    settings = settings or load_settings()
+    init(project, region, settings=settings, staging_bucket=staging_bucket)
+    specs = worker_pool_specs(
+        image=image or settings.image,
+        args=args,
+        machine_type=machine_type,
+        replica_count=replica_count,
+        accelerator_type=accelerator_type,
+        accelerator_count=accelerator_count,
+    )
+    job = aiplatform.CustomJob(
+        display_name=display_name,
+        worker_pool_specs=specs,
+        base_output_dir=base_output_dir,
+        staging_bucket=staging_bucket,
+        labels=labels or {},
+        project=project,
+        location=region,
+    )
+    job.submit(service_account=service_account or settings.service_account)
+    log.info("custom job %s submitted (%d replica(s), %s)", job.resource_name, replica_count, machine_type)
+    state = job.gca_resource.state.name
+    if wait:
+        state = _wait_for_job(job, poll_interval_s, timeout_s)
+    return CustomJobResult(job.resource_name, state, display_name, specs)
+
+
+def _wait_for_job(job, poll_interval_s: float, timeout_s: float | None) -> str:
+    started = time.monotonic()
+    while True:
+        state = job.state.name
+        if state in JOB_DONE_STATES:
+            break
+        if timeout_s is not None and time.monotonic() - started > timeout_s:
+            raise VertexError(f"custom job {job.resource_name} still {state} after {timeout_s:.0f} s")
+        time.sleep(poll_interval_s)
+    if state != "JOB_STATE_SUCCEEDED":
+        error = job.gca_resource.error
+        detail = f": {error.message}" if error and error.message else ""
+        raise VertexError(f"custom job {job.resource_name} ended {state}{detail}")
+    log.info("custom job %s succeeded", job.resource_name)
+    return state
+
+
+# -- Model Registry and endpoints ----------------------------------------------------------------
+@dataclass
+class DeployedModel:
+    endpoint_resource_name: str
+    endpoint_display_name: str
+    endpoint_created: bool
+    model_resource_name: str
+    model_version_id: str
+    parent_model: str | None
+    traffic_percentage: int
+    serving_image: str
+
+    def metadata(self) -> dict:
+        return asdict(self)
+
+
+def _quote_filter(value: str) -> str:
+    return json.dumps(value)  # a double-quoted string with quotes and backslashes escaped
+
+
+def find_model(display_name: str, project: str, region: str):
+    """The registered model with this display name (the latest updated if several), or None."""
+    from google.cloud import aiplatform
+
+    models = aiplatform.Model.list(
+        filter=f"display_name={_quote_filter(display_name)}", order_by="update_time desc",
+        project=project, location=region,
+    )
+    return models[0] if models else None
+
+
+def find_endpoint(display_name: str, project: str, region: str):
+    """The endpoint with this display name (the latest created if several), or None."""
+    from google.cloud import aiplatform
+
+    endpoints = aiplatform.Endpoint.list(
+        filter=f"display_name={_quote_filter(display_name)}", order_by="create_time desc",
+        project=project, location=region,
+    )
+    return endpoints[0] if endpoints else None
+
+
+def deploy_model(
+    *,
+    model_uri: str,
+    display_name: str,
+    project: str,
+    region: str,
+    endpoint_display_name: str | None = None,
+    image: str | None = None,
+    serving: str = "custom",
+    machine_type: str = "n1-standard-2",
+    min_replica_count: int = 1,
+    max_replica_count: int = 1,
+    traffic_percentage: int = 100,
+    labels: dict[str, str] | None = None,
+    service_account: str | None = None,
+    settings: Settings | None = None,
+) -> DeployedModel:
+    """Registers the SavedModel at ``model_uri`` and deploys it to an endpoint.
+
+    The model is uploaded as a new version of the registered model with the same display name
+    when there is one (else as a new model). Serving is the project image running the project's
+    server (``serving="custom"``) or Vertex's prebuilt TensorFlow container (``"prebuilt"``).
+    The endpoint with display name ``endpoint_display_name`` (default ``display_name``) is
+    reused or created; the new version gets ``traffic_percentage`` of its traffic and the models
+    already deployed there share the rest in their current proportions.
+    """
+    from google.cloud import aiplatform
+
+    if serving not in SERVING_KINDS:
+        raise ValueError(f"serving must be one of {', '.join(SERVING_KINDS)}, got {serving!r}")
+    if not 0 <= traffic_percentage <= 100:
+        raise ValueError(f"traffic_percentage must be within 0..100, got {traffic_percentage}")
+    if not 1 <= min_replica_count <= max_replica_count:
+        raise ValueError(
+            f"need 1 <= min_replica_count <= max_replica_count, got {min_replica_count}..{max_replica_count}"
+        )
+    if not model_uri.startswith("gs://"):
+        raise ValueError(f"model_uri must be a gs:// URI Vertex AI can read, got {model_uri!r}")
+    settings = settings or load_settings()
+    init(project, region, settings=settings)
+    endpoint_display_name = endpoint_display_name or display_name
+    labels = labels or {}
+
+    parent = find_model(display_name, project, region)
+    parent_name = parent.resource_name if parent is not None else None
+    if serving == "custom":
+        serving_image = image or settings.image
+        container = dict(
+            serving_container_image_uri=serving_image,
+            serving_container_command=SERVING_COMMAND,
+            serving_container_args=SERVING_ARGS,
+            serving_container_ports=[SERVING_PORT],
+            serving_container_predict_route=PREDICT_ROUTE,
+            serving_container_health_route=HEALTH_ROUTE,
+        )
+    else:
+        serving_image = image or PREBUILT_TF_IMAGE
+        container = dict(serving_container_image_uri=serving_image)
+    model = aiplatform.Model.upload(
+        display_name=display_name,
+        artifact_uri=model_uri,
+        parent_model=parent_name,
+        is_default_version=True,
+        labels=labels,
+        project=project,
+        location=region,
+        sync=True,
+        **container,
+    )
+    log.info("model %s version %s uploaded (parent %s)", model.resource_name, model.version_id, parent_name)
+
+    endpoint = find_endpoint(endpoint_display_name, project, region)
+    created = endpoint is None
+    if created:
+        endpoint = aiplatform.Endpoint.create(
+            display_name=endpoint_display_name, labels=labels, project=project, location=region, sync=True
+        )
+        log.info("endpoint %s created", endpoint.resource_name)
+    endpoint.deploy(
+        model=model,
+        deployed_model_display_name=f"{display_name}-v{model.version_id}",
+        machine_type=machine_type,
+        min_replica_count=min_replica_count,
+        max_replica_count=max_replica_count,
+        traffic_percentage=traffic_percentage,
+        service_account=service_account or settings.service_account,
+        sync=True,
+    )
+    log.info("model version %s deployed to %s with %d%% of traffic", model.version_id, endpoint.resource_name,
+             traffic_percentage)
+    return DeployedModel(
+        endpoint_resource_name=endpoint.resource_name,
+        endpoint_display_name=endpoint_display_name,
+        endpoint_created=created,
+        model_resource_name=model.resource_name,
+        model_version_id=str(model.version_id),
+        parent_model=parent_name,
+        traffic_percentage=traffic_percentage,
+        serving_image=serving_image,
+    )
+
+
+# -- prediction --------------------------------------------------------------------------------
+def _batches(instances: Sequence[dict], batch_size: int) -> Iterable[list[dict]]:
+    batch: list[dict] = []
+    size = 0
+    for instance in instances:
+        instance_bytes = len(json.dumps(instance)) + 1
+        if batch and (len(batch) >= batch_size or size + instance_bytes > MAX_REQUEST_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(instance)
+        size += instance_bytes
+    if batch:
+        yield batch
+
+
+def _fare(prediction: Any, index: int) -> float:
+    """One prediction as a fare: the project server answers {"fare_amount": x}; TF Serving x or [x]."""
+    value = prediction
+    if isinstance(value, dict):
+        if "fare_amount" not in value:
+            raise VertexError(f"prediction {index} has no fare_amount: {value!r}")
+        value = value["fare_amount"]
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if not isinstance(value, (int, float)):
+        raise VertexError(f"prediction {index} is not a number: {prediction!r}")
+    return float(value)
+
+
+def predict(
+    endpoint: str,
+    instances: Sequence[dict],
+    *,
+    batch_size: int = 100,
+    project: str | None = None,
+    region: str | None = None,
+    settings: Settings | None = None,
+) -> list[float]:
+    """Fares for ``instances`` from a Vertex AI endpoint (resource name or id), in input order."""
+    from google.cloud import aiplatform
+
+    settings = settings or load_settings()
+    if endpoint.startswith("projects/"):
+        parts = endpoint.split("/")
+        project, region = project or parts[1], region or parts[3]
+    init(project or settings.project, region or settings.region, settings=settings)
+    remote = aiplatform.Endpoint(endpoint_name=endpoint)
+    fares: list[float] = []
+    for batch in _batches(instances, batch_size):
+        response = remote.predict(instances=batch)
+        if len(response.predictions) != len(batch):
+            raise VertexError(
+                f"endpoint {endpoint} answered {len(response.predictions)} predictions for {len(batch)} instances"
+            )
+        fares.extend(_fare(p, len(fares) + i) for i, p in enumerate(response.predictions))
+    return fares
