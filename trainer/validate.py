@@ -360,6 +360,7 @@ def render_report(
     quarantine_path: Path,
     smoke: SmokeResult | None,
     smoke_note: str,
+    quarantine_where: str | None = None,
 ) -> str:
     verdict = "PASSED" if not failures else "FAILED"
     lines = [
@@ -381,7 +382,7 @@ def render_report(
         for reason in reasons:
             counts = " | ".join(str(reports[s].reasons.get(reason, 0)) for s in SPLITS)
             lines.append(f"| {reason} | {counts} |")
-        lines += ["", f"Quarantine file: `{quarantine_path}`", "", "First quarantined lines:", ""]
+        lines += ["", f"Quarantine file: `{quarantine_where or quarantine_path}`", "", "First quarantined lines:", ""]
         lines += ["| split | line | reason | detail | text |", "|---|---:|---|---|---|"]
         for entry in _examples(quarantine_path):
             lines.append(
@@ -467,7 +468,9 @@ def validate(
             smoke_note = f"Failed: {exc}"
 
     report_path = out / REPORT_NAME
-    markdown = render_report(lay, reports, max_bad_fraction, failures, Path(where), smoke, smoke_note)
+    markdown = render_report(
+        lay, reports, max_bad_fraction, failures, quarantine_path, smoke, smoke_note, where
+    )
     report_path.write_text(markdown)
     result = ValidationResult(
         layout=lay.name,
