@@ -47,7 +47,7 @@ bench-model: install
 	$(PY) -m tests.bench.model --out build/bench $(ARGS)
 
 bench-serve: install
-	$(PY) -m tests.bench.serve --out build/bench $(ARGS)
+	$(PY) -m pipelines.bench.serve --out build/bench $(ARGS)
 
 compile: install
 	$(TAXIFARE) compile --out build/pipelines

@@ -83,7 +83,10 @@ def find_saved_model(model_dir: str | Path) -> Path:
     for exporter in (root, root / "export" / "exporter", root / "exporter"):
         if not exporter.is_dir():
             continue
-        versions = [p for p in exporter.iterdir() if p.is_dir() and _is_saved_model(p)]
+        # Hidden names are exports still being written (".<timestamp>.tmp").
+        versions = [
+            p for p in exporter.iterdir() if p.is_dir() and not p.name.startswith(".") and _is_saved_model(p)
+        ]
         if versions:
             # Timestamp names sort numerically; non-numeric names after them, by name.
             return max(versions, key=lambda p: (p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
@@ -288,7 +291,10 @@ class Predictor:
 
     def predict_columns(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         """One signature call on already-validated columns; returns the fares as float32."""
-        outputs = self.signature(**columns)
+        import tensorflow as tf
+
+        # Tensors made here are cheaper than letting the signature convert numpy arrays itself.
+        outputs = self.signature(**{name: tf.constant(column) for name, column in columns.items()})
         return outputs[self.output_key].numpy().reshape(-1)
 
     def predict(self, instances: Sequence[Mapping[str, Any]]) -> list[float]:

@@ -1,0 +1,1 @@
+"""Benchmarks: each writes its figures to build/bench/<name>.json and .md."""
