@@ -331,3 +331,43 @@ def test_bigquery_table_extract(bucket, gcs_emulator, contract_server, tmp_path)
     assert extract["destinationFormat"] == "CSV" and extract["printHeader"] is False
     assert extract["destinationUris"][0].startswith(f"gs://{bucket}/p/staging/bq-")
     assert insert.body["jobReference"]["jobId"].startswith("taxifare_extract_")
+
+
+@pytest.mark.reliability
+def test_emulator_killed_mid_ingest_then_rerun_completes(tmp_path, monkeypatch):
+    """Crash the store between two uploads; after a restart the re-run finishes the dataset."""
+    from trainer.emulator import GcsEmulator
+
+    source = synth.write_csv(tmp_path / "big.csv", rows=250_000, layout="lab", seed=8)
+    with GcsEmulator(data_dir=tmp_path / "gcs") as emulator:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.url)
+        emulator.create_bucket("crash-test")
+        root = "gs://crash-test/p/data/"
+        killed = threading.Event()
+
+        def kill_after_first_object():
+            while not killed.is_set():
+                if storage.list_blobs(root):
+                    emulator.kill()
+                    killed.set()
+                    return
+                killed.wait(0.005)
+
+        killer = threading.Thread(target=kill_after_first_object, daemon=True)
+        killer.start()
+        with pytest.raises(storage.StoreUnreachable, match=emulator.host):
+            ingest.ingest(str(source), bucket="crash-test", prefix="p", valid_fraction=0.5)
+        killer.join(10)
+        assert killed.is_set()
+
+        emulator.start()  # same port, same data directory
+        partial = storage.list_blobs(root)
+        assert 1 <= len(partial) < 3 and not any(u.endswith("dataset.json") for u in partial)
+        result = ingest.ingest(str(source), bucket="crash-test", prefix="p", valid_fraction=0.5)
+        assert set(partial) <= set(result.skipped)
+        assert storage.list_blobs(root) == sorted(
+            [result.train.uri, result.valid.uri, result.manifest_uri]
+        )
+        train, valid, _ = ingest.download_dataset(result.dataset_uri, tmp_path / "back")
+        assert len(_lines(train)) + len(_lines(valid)) == 250_000
+        assert ingest.ingest(str(source), bucket="crash-test", prefix="p", valid_fraction=0.5).uploaded == []
