@@ -400,7 +400,9 @@ def fetch_source(
 
 # -- splitting ------------------------------------------------------------------------------------
 class _SplitWriter:
-    """One output CSV: counts rows and bytes and checksums what it writes."""
+    """One output CSV: counts rows and bytes and checksums what it writes (buffered)."""
+
+    _FLUSH_LINES = 8192
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -408,14 +410,24 @@ class _SplitWriter:
         self.rows = 0
         self.bytes = 0
         self.crc = google_crc32c.Checksum()
+        self._pending: list[bytes] = []
 
     def write(self, line: bytes) -> None:
-        self.handle.write(line)
-        self.crc.update(line)
-        self.rows += 1
-        self.bytes += len(line)
+        self._pending.append(line)
+        if len(self._pending) >= self._FLUSH_LINES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            block = b"".join(self._pending)
+            self.handle.write(block)
+            self.crc.update(block)
+            self.rows += len(self._pending)
+            self.bytes += len(block)
+            self._pending.clear()
 
     def close(self) -> None:
+        self.flush()
         self.handle.close()
 
     @property
@@ -457,12 +469,16 @@ def detect_file_layout(path: Path) -> schema.Layout | None:
 
 
 def _row_key(raw: bytes, layout: schema.Layout) -> bytes:
-    fields = raw.rstrip(b"\r\n").split(b",")
-    if len(fields) == len(layout.columns):
-        key = fields[layout.columns.index(schema.KEY)].strip()
+    """The key column of a row of the layout's width (the key is its last column), else the line."""
+    line = raw.rstrip(b"\r\n")
+    if line.count(b",") == len(layout.columns) - 1:
+        if layout.columns[-1] == schema.KEY:
+            key = line[line.rfind(b",") + 1 :].strip()
+        else:
+            key = line.split(b",")[layout.columns.index(schema.KEY)].strip()
         if key:
             return key
-    return raw.rstrip(b"\r\n")
+    return line
 
 
 def is_valid_row(key: bytes, valid_fraction: float) -> bool:
@@ -479,22 +495,27 @@ class _Counts:
 
 def _copy_lines(files, layout, route, counts: _Counts) -> None:
     """Stream every line of ``files`` to ``route(raw) -> writer``; drop headers and blank lines."""
+    header_start = layout.columns[0].encode()
     for path in files:
         with open(path, "rb") as handle:
             for raw in handle:
                 counts.lines += 1
-                if not raw.strip():
+                if raw.isspace():
                     counts.blank += 1
                     continue
-                text = _decode(raw)
                 # Only a header of this layout is dropped; any other line is data for the
                 # validator to judge (and quarantine).
-                if text is not None and tuple(f.strip() for f in text.split(",")) == layout.columns:
+                if raw.lstrip().startswith(header_start) and _is_layout_header(raw, layout):
                     counts.headers += 1
                     continue
                 if not raw.endswith(b"\n"):
                     raw += b"\n"
                 route(raw).write(raw)
+
+
+def _is_layout_header(raw: bytes, layout: schema.Layout) -> bool:
+    text = _decode(raw)
+    return text is not None and tuple(f.strip() for f in text.split(",")) == layout.columns
 
 
 # -- the result -----------------------------------------------------------------------------------
