@@ -147,8 +147,9 @@ def scan_files(paths: Sequence[str], layout: Layout | str | None = None) -> Scan
     if isinstance(layout, str):
         layout = None if layout == "auto" else schema.get_layout(layout)
     scans: list[FileScan] = []
+    requested = layout
     for path in paths:
-        scan = scan_file(path, layout)
+        scan = scan_file(path, requested)
         if layout is None:
             layout = scan.layout
         elif scan.layout is not layout:

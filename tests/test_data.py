@@ -1,0 +1,182 @@
+"""trainer.data: both layouts with and without header, malformed-line errors, implausible rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trainer import data, schema, synth
+
+LAB_LINES = [
+    "12.0,-73.987625,40.750617,-73.971163,40.78518,1,0",
+    "4.5,-73.96362,40.774363,-73.953485,40.772665,2,1",
+    "45.0,-73.7781,40.6413,-73.9855,40.758,3,2",
+]
+DATED_LINES = [
+    "11.3,2011-01-28 20:42:59 UTC,-73.999022,40.739146,-73.990369,40.717866,1,0",
+    "7.7,2011-06-27 04:28:06 UTC,-73.987443,40.729221,-73.979013,40.758641,1,1",
+    "52.0,2013-03-06 11:00:00 UTC,-73.7781,40.6413,-73.9855,40.758,6,2",
+]
+
+
+def _write(path, lines, header=None):
+    text = ((header + "\n") if header else "") + "\n".join(lines) + "\n"
+    path.write_text(text)
+    return str(path)
+
+
+def _rows(scan, **kwargs):
+    out = {}
+    for features, label in data.make_dataset(scan, 2, training=False, **kwargs):
+        for k, v in {**features, schema.LABEL: label}.items():
+            out.setdefault(k, []).extend(v.numpy().tolist())
+    return out
+
+
+@pytest.mark.parametrize("header", [False, True])
+@pytest.mark.parametrize("cache", [False, True])
+def test_lab_layout(tmp_path, header, cache):
+    path = _write(tmp_path / "lab.csv", LAB_LINES, ",".join(schema.LAB.columns) if header else None)
+    scan = data.scan_files([path])
+    assert scan.layout is schema.LAB
+    assert scan.files[0].has_header is header
+    assert scan.rows == scan.plausible == 3
+    rows = _rows(scan, cache=cache)
+    assert set(rows) == {*schema.LAB.serving_fields, schema.LABEL}
+    assert rows[schema.LABEL] == [12.0, 4.5, 45.0]
+    assert rows["passengers"] == [1.0, 2.0, 3.0]
+    np.testing.assert_allclose(rows["pickuplon"], [-73.987625, -73.96362, -73.7781], rtol=1e-7)
+    np.testing.assert_allclose(rows["dropofflat"], [40.78518, 40.772665, 40.758], rtol=1e-7)
+
+
+@pytest.mark.parametrize("header", [False, True])
+def test_dated_layout(tmp_path, header):
+    path = _write(tmp_path / "dated.csv", DATED_LINES, ",".join(schema.DATED.columns) if header else None)
+    scan = data.scan_files(path.split(","), layout="auto")
+    assert scan.layout is schema.DATED and scan.files[0].has_header is header
+    rows = _rows(scan)
+    assert rows["pickup_datetime"] == [
+        b"2011-01-28 20:42:59 UTC", b"2011-06-27 04:28:06 UTC", b"2013-03-06 11:00:00 UTC",
+    ]  # fmt: skip
+    assert rows["passenger_count"] == [1.0, 1.0, 6.0]
+    assert rows[schema.LABEL] == pytest.approx([11.3, 7.7, 52.0])
+
+
+def test_several_files_and_globs(tmp_path):
+    a = _write(tmp_path / "part-0.csv", LAB_LINES[:2])
+    _write(tmp_path / "part-1.csv", LAB_LINES[2:], ",".join(schema.LAB.columns))
+    assert data.expand_paths(f"{tmp_path}/part-*.csv") == [a, str(tmp_path / "part-1.csv")]
+    assert data.expand_paths(f"{a}, {tmp_path}/part-1.csv,{a}") == [a, str(tmp_path / "part-1.csv")]
+    scan = data.scan_files(data.expand_paths(f"{tmp_path}/part-*.csv"))
+    assert sorted(_rows(scan)[schema.LABEL]) == [4.5, 12.0, 45.0]
+    with pytest.raises(data.DataError, match="no file matches"):
+        data.expand_paths(f"{tmp_path}/nothing-*.csv")
+    with pytest.raises(data.DataError, match="no such file"):
+        data.expand_paths(str(tmp_path / "missing.csv"))
+
+
+def test_layouts_must_agree(tmp_path):
+    lab = _write(tmp_path / "lab.csv", LAB_LINES)
+    dated = _write(tmp_path / "dated.csv", DATED_LINES)
+    with pytest.raises(data.DataError, match="dated layout, but earlier files are lab"):
+        data.scan_files([lab, dated])
+    with pytest.raises(data.MalformedRowError, match="line 1: wrong_column_count"):
+        data.scan_files([lab], layout="dated")
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "reason", "text"),
+    [
+        ("12.0,-73.98,40.75,-73.97,40.78,1", schema.REASON_COLUMNS, "6 columns, expected 7"),
+        ("12.0,-73.98,40.75,-73.97,40.78,1,0,extra", schema.REASON_COLUMNS, "8 columns, expected 7"),
+        ("12.0,-73.98,forty,-73.97,40.78,1,0", schema.REASON_NOT_A_NUMBER, "pickuplat='forty' is not a number"),
+        ("12.0,-73.98,40.75,-73.97,40.78,,0", schema.REASON_NOT_A_NUMBER, "passengers=''"),
+        ("inf,-73.98,40.75,-73.97,40.78,1,0", schema.REASON_NON_FINITE, "fare_amount='inf'"),
+        ("", schema.REASON_COLUMNS, "1 columns"),
+    ],
+)
+@pytest.mark.parametrize("header", [False, True])
+def test_malformed_line_names_file_line_and_reason(tmp_path, bad_line, reason, text, header):
+    lines = LAB_LINES[:2] + [bad_line] + LAB_LINES[2:]
+    path = _write(tmp_path / "bad.csv", lines, ",".join(schema.LAB.columns) if header else None)
+    with pytest.raises(data.MalformedRowError) as info:
+        data.scan_files([path])
+    err = info.value
+    expected_line = 4 if header else 3
+    assert (err.path, err.line, err.reason) == (path, expected_line, reason)
+    assert str(err).startswith(f"{path}: line {expected_line}: {reason}: ")
+    assert text in str(err)
+
+
+def test_bad_datetime_names_line(tmp_path):
+    lines = DATED_LINES[:1] + ["9.0,2011-13-45 25:00:00 UTC,-73.99,40.73,-73.98,40.75,1,7"]
+    path = _write(tmp_path / "dated.csv", lines)
+    with pytest.raises(data.MalformedRowError, match=r"dated\.csv: line 2: bad_datetime: pickup_datetime="):
+        data.scan_files([path])
+
+
+def test_training_stops_on_a_malformed_line(tmp_path, capsys):
+    from trainer import task
+
+    good = synth.write_csv(tmp_path / "train.csv", 300, seed=1)
+    lines = good.read_text().splitlines()
+    lines[41] = lines[41].replace(",", ",x", 1)
+    good.write_text("\n".join(lines) + "\n")
+    code = task.main(
+        [f"--train_data_paths={good}", f"--eval_data_paths={good}", f"--output_dir={tmp_path / 'out'}"]
+    )
+    assert code == task.EXIT_DATA
+    err = capsys.readouterr().err
+    assert f"{good}: line 42: not_a_number: pickuplon='x" in err
+    assert not (tmp_path / "out" / "export").exists()
+
+
+IMPLAUSIBLE_LINES = [
+    "12.0,-73.987625,40.750617,-73.971163,40.78518,1,0",  # fine
+    "9.5,0,0,-73.971163,40.78518,1,1",  # outside_nyc (pickup at 0,0)
+    "9.5,-73.98,40.75,-72.50,40.78,1,2",  # outside_nyc (dropoff lon)
+    "9.5,-73.98,40.75,-73.97,41.10,1,3",  # outside_nyc (dropoff lat)
+    "0,-73.98,40.75,-73.97,40.78,1,4",  # fare_out_of_range (zero)
+    "-3.5,-73.98,40.75,-73.97,40.78,1,5",  # fare_out_of_range (negative)
+    "612.5,-73.98,40.75,-73.97,40.78,1,6",  # fare_out_of_range (too high)
+    "500,-73.98,40.75,-73.97,40.78,1,7",  # fine: the upper bound is included
+    "7.0,-73.98,40.75,-73.97,40.78,0,8",  # passengers_out_of_range
+    "7.0,-73.98,40.75,-73.97,40.78,9,9",  # passengers_out_of_range
+    "5.0,-73.98,40.75,-73.98,40.75,1,10",  # zero_length_trip
+    "5.0,-73.98,40.75,-73.97995,40.75004,1,11",  # zero_length_trip (within 1e-4 degrees)
+    "5.0,-73.98,40.75,-73.98,40.7502,1,12",  # fine
+    "4.5,-73.96362,40.774363,-73.953485,40.772665,6,13",  # fine
+]
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_implausible_rows_are_counted_and_dropped(tmp_path, cache):
+    path = _write(tmp_path / "mixed.csv", IMPLAUSIBLE_LINES)
+    scan = data.scan_files([path])
+    assert scan.rows == 14
+    assert scan.dropped == {
+        schema.REASON_OUTSIDE_NYC: 3,
+        schema.REASON_FARE: 3,
+        schema.REASON_PASSENGERS: 2,
+        schema.REASON_ZERO_TRIP: 2,
+    }
+    assert scan.plausible == 4
+    # The streaming pipeline drops exactly those rows in training mode...
+    ds = data.make_dataset(scan, 3, training=True, cache=cache, seed=0)
+    labels = sorted(float(x) for _, label in ds.take(20) for x in label.numpy())
+    assert set(labels) == {12.0, 500.0, 5.0, 4.5}
+    # ...and keeps every parseable row, with a plausibility mask, for evaluation.
+    rows = list(data.make_dataset(scan, 100, training=False, with_mask=True, cache=cache))
+    assert len(rows) == 1
+    _, label, mask = rows[0]
+    assert label.shape == (14,)
+    assert mask.numpy().tolist() == [schema.check_row(line.split(","), schema.LAB)[0] is None for line in IMPLAUSIBLE_LINES]
+
+
+def test_tf_mask_agrees_with_schema_on_synthetic_rows(tmp_path):
+    path = synth.write_csv(tmp_path / "s.csv", 5000, layout="dated", seed=4, dirty_fraction=0.2)
+    scan = data.scan_files([str(path)])
+    cols = data.read_columns(scan)
+    expected = [schema.check_row(line.split(","), schema.DATED)[0] is None for line in path.read_text().splitlines()]
+    assert cols["_plausible"].numpy().tolist() == expected
+    assert int(cols["_plausible"].numpy().sum()) == scan.plausible
