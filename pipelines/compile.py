@@ -10,6 +10,7 @@ from kfp import compiler
 # name → "module:function"; imported lazily so one broken pipeline does not hide the others.
 PIPELINES = {
     "taxifare": "pipelines.taxifare:taxifare",
+    "taxifare_sweep": "pipelines.taxifare_sweep:taxifare_sweep",
 }
 
 DEFAULT_OUT_DIR = Path("build/pipelines")

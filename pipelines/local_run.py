@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ class RunSummary:
     predict_rmse: float
     steps: dict[str, StepTiming] = field(default_factory=dict)
     facts: dict[str, dict] = field(default_factory=dict)
+    outputs: dict = field(default_factory=dict)  # the pipeline's returned values by name
 
     def as_dict(self) -> dict:
         return {
@@ -72,6 +74,7 @@ class RunSummary:
                 for name, t in self.steps.items()
             },
             "facts": self.facts,
+            "outputs": self.outputs,
         }
 
 
@@ -129,7 +132,8 @@ def run_local(
             result = pipeline(**params)
         except RuntimeError as exc:
             raise RunError(_failure_line(exc, step_log)) from None
-        rmse = float(result.output)
+        outputs = _pipeline_outputs(result)
+        rmse = _as_float(outputs.get("Output"))
         endpoint = local_endpoint.get(endpoint_name)
         new_dirs = sorted(set(pipeline_root.iterdir()) - before)
         run_dir = new_dirs[-1] if new_dirs else None
@@ -143,6 +147,7 @@ def run_local(
             steps=step_timings(_read_step_log(step_log), pipeline_started, STEPS),
         )
         summary.facts = {r["step"]: r.get("facts", {}) for r in _read_step_log(step_log)}
+        summary.outputs = outputs
         return summary
     finally:
         if not keep_endpoint:
@@ -170,6 +175,21 @@ def step_timings(records: list[dict], run_started: float, order: tuple[str, ...]
         timings[name] = StepTiming(name, wall_s=round(record["end"] - previous_end, 3), in_step_s=record["seconds"])
         previous_end = record["end"]
     return timings
+
+
+def _pipeline_outputs(result) -> dict:
+    """The finished pipeline's returned values by name ({} when it returns nothing)."""
+    outputs = getattr(result, "outputs", None) or {}
+    return dict(outputs)
+
+
+def _as_float(value) -> float:
+    """The `taxifare` pipeline returns the endpoint RMSE; other pipelines (the sweep) return other
+    things, which the summary keeps in `outputs` while predict_rmse is NaN."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _read_step_log(path: Path) -> list[dict]:

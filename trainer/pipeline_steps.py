@@ -303,3 +303,112 @@ def run_predict(*, endpoint, valid_data, instances_file, sample_size, batch_size
         metrics.log_metric("rmse", error)
     log.info("predicted %d instances at %s; RMSE on %d labelled: %.3f", len(instances), endpoint.uri, labelled, error)
     return error, {"instances": len(instances), "rmse": error, "predictions": predictions.uri}
+
+
+# -- sweep: check the hyperparameter sets, pick the best, champion/challenger ------------------
+SelectOutputs = namedtuple("SelectOutputs", ["best_index", "best_rmse", "results"])
+
+
+@step("check_trials")
+def run_check_trials(*, trials, seed) -> list:
+    from trainer import sweep
+
+    checked = sweep.parse_trials(trials, seed=seed)
+    log.info("%d hyperparameter sets: %s", len(checked), checked)
+    return checked, {"trials": len(checked)}
+
+
+@step("select_best")
+def run_select_best(*, rmses, models, trials, best_model, leaderboard, plot) -> SelectOutputs:
+    """Pick the lowest validation RMSE; the best model artifact points at the winner's files."""
+    import base64
+
+    from trainer import sweep
+
+    if not (len(rmses) == len(models) == len(trials)):
+        raise ValueError(f"collected {len(rmses)} RMSEs and {len(models)} models for {len(trials)} hyperparameter sets")
+    for position, (rmse, model) in enumerate(zip(rmses, models)):
+        recorded = (model.metadata or {}).get("rmse")
+        if recorded is not None and not math.isclose(float(recorded), float(rmse), rel_tol=1e-9, abs_tol=1e-9):
+            raise ValueError(
+                f"collected outputs disagree at position {position}: RMSE {rmse} but model {model.uri} "
+                f"records {recorded}"
+            )
+    results = [
+        sweep.TrialResult(index=i, params=dict(trials[i]), rmse=float(rmses[i]), run=models[i].uri)
+        for i in range(len(trials))
+    ]
+    best = sweep.best_index([r.rmse for r in results])
+    winner = models[best]
+    best_model.uri = winner.uri
+    best_model.metadata.update({**(winner.metadata or {}), "trial": best, **trials[best]})
+
+    names = [n for n in sweep.SWEPT_NAMES if len({str(t.get(n)) for t in trials}) > 1] or list(sweep.SWEPT_NAMES)
+    Path(leaderboard.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(leaderboard.path).write_text(
+        "# taxifare sweep: validation RMSE per hyperparameter set\n\n"
+        + sweep.results_markdown(results, list(sweep.SWEPT_NAMES))
+        + f"\n\nBest: set {best} (RMSE {results[best].rmse:.4f}), model {winner.uri}\n"
+    )
+    with tempfile.TemporaryDirectory(prefix="taxifare-sweep-") as workdir:
+        png = sweep.plot_rmse(results, Path(workdir) / "rmse.png", names)
+        encoded = base64.b64encode(png.read_bytes()).decode()
+    Path(plot.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(plot.path).write_text(
+        "<html><body><h2>taxifare sweep: validation RMSE against each swept parameter</h2>"
+        f'<img alt="RMSE per parameter" src="data:image/png;base64,{encoded}"></body></html>'
+    )
+    table = [{"index": r.index, **r.params, "rmse": r.rmse, "model": r.run} for r in results]
+    facts = {"best_index": best, "best_rmse": results[best].rmse, "rmses": [r.rmse for r in results],
+             "best_model": winner.uri}
+    return SelectOutputs(best, results[best].rmse, table), facts
+
+
+@step("champion")
+def run_champion(
+    *, best_model, valid_data, results, target, endpoint_name, project, region, min_improvement, compare_rows,
+    batch_size, report, metrics,
+) -> str:
+    """Compare the sweep's best model with the one the endpoint serves now; 'deploy' or 'keep'."""
+    from trainer import client, sweep
+
+    _check_target(target)
+    if compare_rows < 1:
+        raise ValueError(f"compare_rows must be >= 1, got {compare_rows}")
+    layout = schema.get_layout(valid_data.metadata["layout"])
+    with tempfile.TemporaryDirectory(prefix="taxifare-champion-") as workdir:
+        sample = client.sample_validation_rows(local_path(valid_data, Path(workdir) / "valid"), layout, compare_rows)
+        if not sample.instances:
+            raise ValueError(f"no clean validation rows in {valid_data.uri} to compare the models on")
+        challenger_rmse = sweep.model_rmse(local_path(best_model, Path(workdir) / "model"), sample.instances,
+                                           sample.labels)
+    champion = sweep.measure_champion(
+        target=target, endpoint_name=endpoint_name, instances=sample.instances, labels=sample.labels,
+        project=project, region=region, batch_size=batch_size,
+    )  # fmt: skip
+    decision = sweep.decide(challenger_rmse, champion.rmse, min_improvement)
+    best_index = int(best_model.metadata.get("trial", 0))
+    trial_results = [
+        sweep.TrialResult(index=int(row["index"]), params={k: row.get(k) for k in sweep.SWEPT_NAMES},
+                          rmse=row.get("rmse"), run=row.get("model", ""))
+        for row in results
+    ]  # fmt: skip
+    challenger = next((r for r in trial_results if r.index == best_index), None) or sweep.TrialResult(
+        index=best_index, params={}, rmse=best_model.metadata.get("rmse"), run=best_model.uri
+    )
+    challenger.run = best_model.uri
+    Path(report.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(report.path).write_text(
+        sweep.decision_markdown(
+            decision, champion=champion, challenger=challenger, compared_rows=len(sample.instances),
+            results=trial_results, endpoint_name=endpoint_name,
+        )  # fmt: skip
+    )
+    metrics.log_metric("challenger_rmse", decision.challenger_rmse)
+    if decision.champion_rmse is not None:
+        metrics.log_metric("champion_rmse", decision.champion_rmse)
+    metrics.log_metric("deploy", 1 if decision.deploy else 0)
+    report.metadata.update(decision.as_dict())
+    log.info("champion/challenger: %s", decision.reason)
+    return decision.verdict, {**decision.as_dict(), "compared_rows": len(sample.instances),
+                              "champion": champion.description}
