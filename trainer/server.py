@@ -598,27 +598,33 @@ def start_server(
         raise
 
 
-def stop_server(server: subprocess.Popen | int, timeout_s: float = 10.0) -> None:
-    """SIGTERM the server (a Popen or a pid), then SIGKILL if it has not exited in time."""
+def stop_server(server: subprocess.Popen | int, timeout_s: float = 10.0) -> int | None:
+    """SIGTERM the server (a Popen or a pid), then SIGKILL if it has not exited in time.
+
+    Returns the exit code when it is known (a child of this process), else None.
+    """
     if isinstance(server, subprocess.Popen):
         if server.poll() is None:
             server.send_signal(signal.SIGTERM)
             try:
                 server.wait(timeout_s)
             except subprocess.TimeoutExpired:
+                log.warning("prediction server pid %d ignored SIGTERM; killing it", server.pid)
                 server.kill()
                 server.wait()
-        return
+        return server.returncode
     import psutil
 
     try:
         process = psutil.Process(server)
         process.send_signal(signal.SIGTERM)
-        process.wait(timeout_s)
+        return process.wait(timeout_s)
     except psutil.NoSuchProcess:
-        return
+        return None
     except psutil.TimeoutExpired:
+        log.warning("prediction server pid %d ignored SIGTERM; killing it", server)
         process.kill()
+        return process.wait(timeout_s)
 
 
 if __name__ == "__main__":
