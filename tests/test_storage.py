@@ -252,3 +252,23 @@ def test_emulator_restart_keeps_objects(tmp_path):
         assert emulator.port == port
         assert emulator.client().bucket("keep-me").blob("a.txt").download_as_bytes() == b"hello"
     assert not emulator.running()
+
+
+def test_emulator_in_memory_via_module_and_port_clash(tmp_path, monkeypatch):
+    import sys
+
+    from trainer import emulator as emulator_module
+    from trainer.emulator import EmulatorError
+
+    monkeypatch.setattr(
+        emulator_module, "_emulator_command", lambda: [sys.executable, "-m", "gcp_storage_emulator"]
+    )
+    with GcsEmulator() as first:  # in memory, started as a module
+        first.create_bucket("mem-bucket")
+        assert [b.name for b in first.client().list_buckets()] == ["mem-bucket"]
+        assert first.env() == {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{first.port}"}
+        clash = GcsEmulator(port=first.port, start_timeout_s=10, log_path=tmp_path / "clash.log")
+        with pytest.raises(EmulatorError, match=f"127.0.0.1:{first.port}"):
+            clash.start()
+        assert not clash.running()
+    assert not first.running()

@@ -42,6 +42,12 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def _listening(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
 def _emulator_command() -> list[str]:
     script = Path(sys.executable).parent / "gcp-storage-emulator"
     if script.is_file():
@@ -104,15 +110,27 @@ class GcsEmulator:
             return self
         if self.port is None:
             self.port = free_port(self.bind_host)
-        cmd = _emulator_command() + ["start", "--host", self.bind_host, "--port", str(self.port)]
-        if self.data_dir is None:
-            cmd.append("--in-memory")
-        else:
+        elif _listening(self.bind_host, self.port):
+            # Otherwise the readiness probe would be answered by whoever holds the port.
+            raise EmulatorError(f"cannot start the GCS emulator on {self.host}: the port is in use")
+        storage_args = ["--in-memory"]
+        data_args: list[str] = []
+        if self.data_dir is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            cmd = cmd[:1] + ["-d", str(self.data_dir)] + cmd[1:]
-        cmd.append("--quiet")
+            data_args, storage_args = ["-d", str(self.data_dir)], []
+        cmd = [
+            *_emulator_command(),
+            *data_args,
+            "start",
+            "--host", self.bind_host,
+            "--port", str(self.port),
+            *storage_args,
+            "--quiet",
+        ]  # fmt: skip
         if self._log_path is None:
-            self._log_path = Path(tempfile.mkstemp(prefix="gcs-emulator-", suffix=".log")[1])
+            handle, name = tempfile.mkstemp(prefix="gcs-emulator-", suffix=".log")
+            os.close(handle)
+            self._log_path = Path(name)
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self._log_path, "ab")  # noqa: SIM115 — closed in stop()
         logger.debug("starting %s", " ".join(cmd))
@@ -138,7 +156,7 @@ class GcsEmulator:
                 )
             try:
                 with urllib.request.urlopen(probe, timeout=1.0) as answer:
-                    if answer.status == 200:
+                    if answer.status == 200 and self._proc.poll() is None:
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.05)
