@@ -296,41 +296,67 @@ def test_gcs_source(bucket, tmp_path):
         ingest.ingest(f"gs://{bucket}/nothing-here/*.csv", bucket=bucket, prefix="p")
 
 
-def test_bigquery_table_extract(bucket, gcs_emulator, contract_server, tmp_path):
-    """The real BigQuery client against recorded REST answers; the extract's files are written into
-    the emulator bucket while the job 'runs', the way BigQuery writes them."""
-    contract_server.load("bigquery_extract")
-    shard = synth.write_csv(tmp_path / "shard.csv", rows=300, layout="lab", seed=11)
+def _play_bigquery_extract(contract_server, shard: Path) -> tuple[threading.Thread, threading.Event]:
+    """While the extract job 'runs', write its file into the bucket the way BigQuery does."""
     stop = threading.Event()
 
-    def play_bigquery():
+    def play():
         while not stop.is_set():
-            inserts = contract_server.calls("POST", r"/bigquery/v2/projects/[^/]+/jobs")
-            if inserts:
-                (uri,) = inserts[0].body["configuration"]["extract"]["destinationUris"]
-                storage.upload_file(shard, uri.replace("*", "000000000000"))
-                return
+            for insert in contract_server.calls("POST", r"/bigquery/v2/projects/[^/]+/jobs"):
+                extract = insert.body["configuration"].get("extract")
+                if extract:
+                    (uri,) = extract["destinationUris"]
+                    storage.upload_file(shard, uri.replace("*", "000000000000"))
+                    return
             stop.wait(0.01)
 
-    player = threading.Thread(target=play_bigquery, daemon=True)
+    player = threading.Thread(target=play, daemon=True)
     player.start()
+    return player, stop
+
+
+def _extract_request(contract_server) -> dict:
+    (insert,) = [
+        r for r in contract_server.calls("POST", r"/bigquery/v2/projects/[^/]+/jobs")
+        if "extract" in r.body["configuration"]
+    ]
+    assert insert.body["jobReference"]["jobId"].startswith("taxifare_extract_")
+    return insert.body["configuration"]["extract"]
+
+
+@pytest.mark.parametrize(
+    "source, contract",
+    [
+        ("bq://taxi-project.course.taxi_trips", "bigquery_extract"),
+        ("bq://?project=taxi-project&query=SELECT * FROM `taxi-project.course.taxi_trips` WHERE MOD(ABS(FARM_FINGERPRINT(key)), 4) < 1",
+         "bigquery_query_extract"),
+    ],
+)  # fmt: skip
+def test_bigquery_source(source, contract, bucket, gcs_emulator, contract_server, tmp_path):
+    """The real BigQuery client against recorded REST answers (table extract, or query then extract)."""
+    contract_server.load(contract)
+    shard = synth.write_csv(tmp_path / "shard.csv", rows=300, layout="lab", seed=11)
+    player, stop = _play_bigquery_extract(contract_server, shard)
     try:
-        result = ingest.ingest(
-            "bq://taxi-project.course.taxi_trips",
-            bucket=bucket,
-            prefix="p",
-            bigquery_endpoint=contract_server.url,
-        )
+        result = ingest.ingest(source, bucket=bucket, prefix="p", bigquery_endpoint=contract_server.url)
     finally:
         stop.set()
         player.join(5)
     assert result.train.rows + result.valid.rows == 300
-    (insert,) = contract_server.calls("POST", r"/bigquery/v2/projects/taxi-project/jobs")
-    extract = insert.body["configuration"]["extract"]
-    assert extract["sourceTable"] == {"projectId": "taxi-project", "datasetId": "course", "tableId": "taxi_trips"}
+    extract = _extract_request(contract_server)
     assert extract["destinationFormat"] == "CSV" and extract["printHeader"] is False
     assert extract["destinationUris"][0].startswith(f"gs://{bucket}/p/staging/bq-")
-    assert insert.body["jobReference"]["jobId"].startswith("taxifare_extract_")
+    if contract == "bigquery_extract":
+        assert extract["sourceTable"] == {"projectId": "taxi-project", "datasetId": "course", "tableId": "taxi_trips"}
+    else:
+        query = next(
+            r.body["configuration"]["query"]
+            for r in contract_server.calls("POST", r"/bigquery/v2/projects/taxi-project/jobs")
+            if "query" in r.body["configuration"]
+        )
+        assert query["query"].endswith("FARM_FINGERPRINT(key)), 4) < 1") and query["useLegacySql"] is False
+        # The extract reads the query's (anonymous) destination table.
+        assert extract["sourceTable"]["tableId"] == "anon3f9a1c2b7d"
 
 
 @pytest.mark.reliability
@@ -371,3 +397,22 @@ def test_emulator_killed_mid_ingest_then_rerun_completes(tmp_path, monkeypatch):
         train, valid, _ = ingest.download_dataset(result.dataset_uri, tmp_path / "back")
         assert len(_lines(train)) + len(_lines(valid)) == 250_000
         assert ingest.ingest(str(source), bucket="crash-test", prefix="p", valid_fraction=0.5).uploaded == []
+
+
+def test_bigquery_missing_table_is_one_line(bucket, gcs_emulator, contract_server):
+    contract_server.add(
+        "POST",
+        r"/bigquery/v2/projects/[^/]+/jobs",
+        {"error": {"code": 404, "message": "Not found: Table taxi-project:course.nope was not found in location US",
+                   "errors": [{"reason": "notFound", "message": "Not found: Table taxi-project:course.nope"}],
+                   "status": "NOT_FOUND"}},
+        status=404,
+    )  # fmt: skip
+    with pytest.raises(ingest.SourceError) as info:
+        ingest.ingest(
+            "bq://taxi-project.course.nope", bucket=bucket, prefix="p", bigquery_endpoint=contract_server.url
+        )
+    message = str(info.value)
+    assert message.startswith("source bq://taxi-project.course.nope: BigQuery 404: Not found: Table")
+    assert "\n" not in message
+    assert storage.list_blobs(f"gs://{bucket}/p/data/") == []

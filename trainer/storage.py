@@ -244,9 +244,15 @@ def translate_error(exc: BaseException, uri: str) -> StorageError:
     return StorageError(f"storage error on {uri}: {type(cause).__name__}: {_first_line(cause)}")
 
 
+_REQUEST_PREFIX = re.compile(r"^(GET|POST|PUT|PATCH|DELETE|HEAD) \S+: ")
+
+
 def _short_message(exc) -> str:
-    message = getattr(exc, "message", None) or str(exc)
-    return message.strip().splitlines()[0] if message.strip() else type(exc).__name__
+    """The service's own message: first line, without the client's "POST <url>: " prefix."""
+    message = (getattr(exc, "message", None) or str(exc)).strip()
+    if not message:
+        return type(exc).__name__
+    return _REQUEST_PREFIX.sub("", message.splitlines()[0])
 
 
 def _bucket_missing(bucket: str) -> bool:
