@@ -18,6 +18,7 @@ from pathlib import Path
 from trainer import local_endpoint, storage
 from trainer.config import load_settings
 from trainer.emulator import GcsEmulator
+from trainer.ingest import parse_source
 from trainer.pipeline_steps import STEP_LOG_ENV
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,11 @@ def run_local(
     if params.get("target", "local") != "local":
         raise RunError(f"a local run deploys locally; target={params['target']!r} needs `taxifare submit`")
     bucket = params["bucket"]
+    # Malformed parameters fail here, before any process or bucket is touched.
     storage.validate_bucket_name(bucket)
+    for name in ("source", "valid_source"):
+        if params.get(name):
+            parse_source(params[name])
     pipeline_root = workdir / "pipeline_root"
     step_log = workdir / "steps.jsonl"
     pipeline_root.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
+PORT_FILE = ".taxifare-port"
 
 
 class EmulatorError(RuntimeError):
@@ -105,11 +106,28 @@ class GcsEmulator:
         return self._proc is not None and self._proc.poll() is None
 
     # -- lifecycle ---------------------------------------------------------------------------
+    def _remembered_port(self) -> int | None:
+        """The port this data dir was served on before, when it is free again.
+
+        The emulator stores each object's download link with the address it had when the object
+        was written, so objects in a kept data dir are only readable on the same port.
+        """
+        if self.data_dir is None:
+            return None
+        port_file = self.data_dir / PORT_FILE
+        if not port_file.is_file():
+            return None
+        port = int(port_file.read_text().strip())
+        if _listening(self.bind_host, port):
+            logger.warning("port %d of %s is taken; older objects there may not download", port, self.data_dir)
+            return None
+        return port
+
     def start(self) -> GcsEmulator:
         if self.running():
             return self
         if self.port is None:
-            self.port = free_port(self.bind_host)
+            self.port = self._remembered_port() or free_port(self.bind_host)
         elif _listening(self.bind_host, self.port):
             # Otherwise the readiness probe would be answered by whoever holds the port.
             raise EmulatorError(f"cannot start the GCS emulator on {self.host}: the port is in use")
@@ -117,6 +135,7 @@ class GcsEmulator:
         data_args: list[str] = []
         if self.data_dir is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True)
+            (self.data_dir / PORT_FILE).write_text(str(self.port))
             data_args, storage_args = ["-d", str(self.data_dir)], []
         cmd = [
             *_emulator_command(),

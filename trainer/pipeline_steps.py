@@ -186,6 +186,7 @@ def run_train(
     for name in ("rmse", "mae"):
         metrics.log_metric(name, float(results[name]))
     metrics.log_metric("eval_rows", int(results["eval_rows"]))
+    _write_metrics_file(metrics)
     Path(evaluation.path).parent.mkdir(parents=True, exist_ok=True)
     Path(evaluation.path).write_text(evaluation_page)
     tensorboard_dir = model.uri.rstrip("/") + "/tensorboard"
@@ -202,6 +203,13 @@ def run_train(
     facts = {"rmse": float(results["rmse"]), "mae": float(results["mae"]), "model": model.uri,
              "evaluation": evaluation.uri, "tensorboard": tensorboard_dir}
     return TrainOutputs(float(results["rmse"]), tensorboard_dir), facts
+
+
+def _write_metrics_file(metrics) -> None:
+    """Metrics also as a JSON file at the artifact's path: readable without the metadata store, and
+    kfp.local's cache treats an output whose file is missing as a miss."""
+    Path(metrics.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(metrics.path).write_text(json.dumps(metrics.metadata, indent=2, sort_keys=True))
 
 
 def _evaluation_html(output_dir: Path, valid_path: Path, layout: schema.Layout, results: dict) -> str:
@@ -301,6 +309,7 @@ def run_predict(*, endpoint, valid_data, instances_file, sample_size, batch_size
         error = -1.0  # no labelled instance; NaN does not survive the executor's JSON
     else:
         metrics.log_metric("rmse", error)
+    _write_metrics_file(metrics)
     log.info("predicted %d instances at %s; RMSE on %d labelled: %.3f", len(instances), endpoint.uri, labelled, error)
     return error, {"instances": len(instances), "rmse": error, "predictions": predictions.uri}
 
