@@ -257,9 +257,9 @@ def _download_https(url: str, workdir: Path, progress: bool) -> _Fetched:
                 )
     except requests.exceptions.ConnectionError as exc:
         host = urlsplit(url).netloc
-        raise SourceError(f"source {url}: cannot reach {host} ({storage._first_line(exc)})") from None
+        raise SourceError(f"source {url}: cannot reach {host} ({storage.first_line(exc)})") from None
     except requests.exceptions.RequestException as exc:
-        raise SourceError(f"source {url}: {type(exc).__name__}: {storage._first_line(exc)}") from None
+        raise SourceError(f"source {url}: {type(exc).__name__}: {storage.first_line(exc)}") from None
     return _Fetched([target])
 
 
@@ -323,7 +323,15 @@ def _extract_bigquery(
     # Shards of an earlier extract of the same source are BigQuery's output, not data: replace them.
     for stale in storage.list_blobs(staging):
         storage.delete(stale)
-    client = _bigquery_client(job_project, endpoint or os.environ.get(BIGQUERY_ENDPOINT_ENV))
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        client = _bigquery_client(job_project, endpoint or os.environ.get(BIGQUERY_ENDPOINT_ENV))
+    except DefaultCredentialsError as exc:
+        raise SourceError(
+            f"source {source.text}: no Google credentials for BigQuery "
+            f"(run `gcloud auth application-default login`): {storage.first_line(exc)}"
+        ) from None
     try:
         if "query" in params:
             query_job = client.query(params["query"], location=location, job_id_prefix="taxifare_query_")
@@ -343,7 +351,7 @@ def _extract_bigquery(
         )
         extract.result()
     except gexc.GoogleAPICallError as exc:
-        raise SourceError(f"source {source.text}: BigQuery {exc.code}: {storage._short_message(exc)}") from None
+        raise SourceError(f"source {source.text}: BigQuery {exc.code}: {storage.short_message(exc)}") from None
     uris = [u for u in storage.list_blobs(staging) if u.endswith(".csv")]
     if not uris:
         raise SourceError(f"source {source.text}: BigQuery wrote no file under {staging}")

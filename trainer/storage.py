@@ -175,7 +175,7 @@ def _client(emulator: str | None, project: str | None):
     except DefaultCredentialsError as exc:
         raise StorageError(
             "no Google credentials found: run `gcloud auth application-default login`, or set "
-            f"{EMULATOR_ENV} to use a local emulator ({_first_line(exc)})"
+            f"{EMULATOR_ENV} to use a local emulator ({first_line(exc)})"
         ) from None
 
 
@@ -187,7 +187,7 @@ def _retry():
     return DEFAULT_RETRY.with_timeout(float(os.environ.get(RETRY_ENV, default)))
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
@@ -227,27 +227,27 @@ def translate_error(exc: BaseException, uri: str) -> StorageError:
         return exc
     cause = _root_cause(exc)
     if _is_connection_error(cause):
-        reason = "connection refused" if "refused" in str(cause).lower() else _first_line(cause)
+        reason = "connection refused" if "refused" in str(cause).lower() else first_line(cause)
         return StoreUnreachable(
             f"cannot reach the storage service at {_store_host()} ({reason}) while accessing {uri}"
         )
     if isinstance(cause, gexc.RetryError):
-        return StoreUnreachable(f"storage at {_store_host()} kept failing for {uri}: {_first_line(cause)}")
+        return StoreUnreachable(f"storage at {_store_host()} kept failing for {uri}: {first_line(cause)}")
     if isinstance(cause, (gexc.Forbidden, gexc.Unauthorized)):
         return StoragePermissionDenied(
-            f"permission denied on {uri} ({cause.code}): {_short_message(cause)}"
+            f"permission denied on {uri} ({cause.code}): {short_message(cause)}"
         )
     if isinstance(cause, gexc.NotFound):
         return ObjectNotFound(f"not found: {uri}")
     if isinstance(cause, gexc.GoogleAPICallError):
-        return StorageError(f"storage error on {uri} ({cause.code}): {_short_message(cause)}")
-    return StorageError(f"storage error on {uri}: {type(cause).__name__}: {_first_line(cause)}")
+        return StorageError(f"storage error on {uri} ({cause.code}): {short_message(cause)}")
+    return StorageError(f"storage error on {uri}: {type(cause).__name__}: {first_line(cause)}")
 
 
 _REQUEST_PREFIX = re.compile(r"^(GET|POST|PUT|PATCH|DELETE|HEAD) \S+: ")
 
 
-def _short_message(exc) -> str:
+def short_message(exc) -> str:
     """The service's own message: first line, without the client's "POST <url>: " prefix."""
     message = (getattr(exc, "message", None) or str(exc)).strip()
     if not message:
