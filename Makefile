@@ -40,11 +40,30 @@ test-reliability: install
 test-containers: install
 	$(PYTEST) -m containers $(ARGS)
 
+# -- container image and cloud targets (see container/README.md) --------------------------------
+IMAGE ?= $(shell $(PY) -c 'from trainer.config import load_settings; print(load_settings().image)' 2>/dev/null || echo taxifare-pipelines:local)
+TARGET ?= vertex
+
+image: install
+	IMAGE=$(IMAGE) container/build.sh
+
+push: image
+	docker push $(IMAGE)
+
+submit: install
+	$(TAXIFARE) submit --target $(TARGET) $(ARGS)
+
+kind-up:
+	IMAGE=$(IMAGE) container/kind-up.sh
+
+kind-down:
+	container/kind-down.sh
+
 bench: install
 	$(TAXIFARE) bench --out build/bench $(ARGS)
 
 bench-model: install
-	$(PY) -m tests.bench.model --out build/bench $(ARGS)
+	$(PY) -m pipelines.bench.model --out build/bench $(ARGS)
 
 bench-serve: install
 	$(PY) -m pipelines.bench.serve --out build/bench $(ARGS)

@@ -17,6 +17,7 @@ Two passes over each file:
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -280,6 +281,10 @@ def make_dataset(
         else:
             ds = lines
         ds = ds.batch(batch_size).map(parse, num_parallel_calls=AUTOTUNE, deterministic=not training)
+    if not training:
+        # The scan knows how many batches one pass yields; Keras uses it to size evaluation.
+        rows = scan.plausible if (drop_implausible and cache) else scan.rows
+        ds = ds.apply(tf.data.experimental.assert_cardinality(math.ceil(rows / batch_size)))
     return ds.prefetch(AUTOTUNE).with_options(options)
 
 

@@ -1,0 +1,90 @@
+"""trainer.task: the lab's command line, and `taxifare train` passing it through."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from trainer import model, task
+
+
+def test_lab_flags_parse():
+    args = task.build_parser().parse_args(
+        [
+            "--train_data_paths=gs://b/taxi-train*",
+            "--eval_data_paths=gs://b/taxi-valid*",
+            "--output_dir=out",
+            "--train_steps=1000",
+            "--train_batch_size=128",
+            "--hidden_units=128 32 4",
+            "--eval_steps=3",
+            "--job-dir=gs://b/job",
+        ]
+    )
+    assert args.hidden_units == [128, 32, 4]
+    assert (args.train_steps, args.train_batch_size, args.eval_steps) == (1000, 128, 3)
+    assert args.job_dir == "gs://b/job"
+    defaults = task.build_parser().parse_args(["--train_data_paths=a", "--eval_data_paths=b", "--output_dir=o"])
+    assert defaults.train_batch_size == 512
+    assert defaults.train_steps == model.DEFAULT_TRAIN_STEPS
+    assert defaults.hidden_units == list(model.DEFAULT_HIDDEN_UNITS)
+    assert (defaults.layout, defaults.seed, defaults.eval_steps) == ("auto", 0, None)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--train_data_paths=a", "--eval_data_paths=b"], "--output_dir"),
+        (["--train_data_paths=a", "--eval_data_paths=b", "--output_dir=o", "--hidden_units=64 x"], "128 32 4"),
+        (["--train_data_paths=a", "--eval_data_paths=b", "--output_dir=o", "--train_steps=0"], "must be > 0"),
+        (["--train_data_paths=a", "--eval_data_paths=b", "--output_dir=o", "--layout=csv"], "invalid choice"),
+    ],
+)
+def test_usage_errors_exit_2(argv, message, capsys):
+    assert task.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_input_file_exits_3(tmp_path, capsys):
+    code = task.main([f"--train_data_paths={tmp_path}/nope.csv", "--eval_data_paths=x", f"--output_dir={tmp_path}"])
+    assert code == task.EXIT_DATA
+    assert "nope.csv: no such file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_taxifare_train_passes_lab_flags_through(tmp_path, lab_csvs):
+    from pipelines.cli import app
+
+    train, valid = lab_csvs
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            f"--train_data_paths={train}",
+            "--eval_data_paths", str(valid),
+            "--output_dir", str(out),
+            "--train_steps=30",
+            "--hidden_units", "16 8",
+            "--learning_rate=0.01",
+            "--job-dir", "ignored",
+            "--layout=lab",
+            "--eval_steps=1",
+        ],  # fmt: skip
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "eval_metrics.json").read_text())
+    assert metrics["steps"] == 30
+    assert metrics["hidden_units"] == [16, 8]
+    assert metrics["learning_rate"] == 0.01
+    assert metrics["eval_rows"] == min(4096, metrics["eval_rows"])  # one batch of the valid file
+    assert len(list((out / "export" / "exporter").iterdir())) == 1
+
+
+def test_taxifare_train_usage_error_exit_code():
+    from pipelines.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--train_steps=-1"])
+    assert result.exit_code == 2
