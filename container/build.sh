@@ -77,12 +77,23 @@ choose_base() {
   echo "$LOCAL_BASE"
 }
 
+code_version() {
+  local version commit
+  version="$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)"
+  commit="$(git rev-parse --short HEAD 2>/dev/null || true)"
+  if [[ -n "$commit" ]] && ! git diff --quiet HEAD -- trainer components pipelines 2>/dev/null; then
+    commit="$commit-dirty"
+  fi
+  echo "${version}${commit:++$commit}"
+}
+
 download_wheels
 base="$(choose_base)"
 log "building $IMAGE from $base"
 start=$SECONDS
 DOCKER_BUILDKIT=0 docker build --quiet -f container/Dockerfile \
   --build-arg "BASE_IMAGE=$base" \
+  --build-arg "CODE_VERSION=$(code_version)" \
   --label "org.opencontainers.image.source=taxifare-pipelines" \
   -t "$IMAGE" . >/dev/null
 log "built $IMAGE in $((SECONDS - start)) s ($(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.2f GB", $1/1e9}'))"
