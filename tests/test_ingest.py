@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer import ingest, schema, storage, synth
+from trainer import ingest, storage, synth
 
 LAB_ROW = "12.0,-73.987625,40.750617,-73.971163,40.78518,1,{key}\n"
 
