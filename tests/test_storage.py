@@ -272,3 +272,29 @@ def test_emulator_in_memory_via_module_and_port_clash(tmp_path, monkeypatch):
             clash.start()
         assert not clash.running()
     assert not first.running()
+
+
+@pytest.mark.parametrize("same_bytes", [True, False])
+def test_object_written_concurrently(same_bytes, contract_server, monkeypatch, tmp_path, gcs_emulator):
+    """GCS answers 412 when the object appeared after our existence check (the emulator never
+    enforces generation preconditions, so this is played from recorded answers)."""
+    local = _write(tmp_path / "a.csv", b"1,2,3\n")
+    crc = storage.crc32c_of_file(local) if same_bytes else "AAAAAA=="
+    not_found = {"error": {"code": 404, "message": "No such object: b-x/a.csv"}}
+    written = {"kind": "storage#object", "bucket": "b-x", "name": "a.csv", "generation": "17",
+               "size": "6", "crc32c": crc}  # fmt: skip
+    contract_server.add("GET", r"/storage/v1/b/b-x/o/a\.csv", responses=[not_found, written], status=[404, 200])
+    contract_server.add("GET", r"/storage/v1/b/b-x/o", {"kind": "storage#objects", "items": []})
+    # google-cloud-storage 3.x also fetches the bucket's metadata in the background.
+    contract_server.add("GET", r"/storage/v1/b/b-x", {"kind": "storage#bucket", "name": "b-x", "location": "US"})
+    precondition = {"error": {"code": 412, "message": "At least one of the pre-conditions you specified did not hold."}}
+    contract_server.add("POST", r"/upload/storage/v1/b/b-x/o", precondition, status=412)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", contract_server.url)
+    if same_bytes:
+        result = storage.upload_file(local, "gs://b-x/a.csv")
+        assert result.skipped and result.generation == 17
+    else:
+        with pytest.raises(storage.ObjectConflict, match="written by someone else"):
+            storage.upload_file(local, "gs://b-x/a.csv")
+    (upload,) = contract_server.calls("POST", r"/upload/storage/v1/b/b-x/o")
+    assert upload.query["ifGenerationMatch"] == "0"  # a create-only write

@@ -68,6 +68,10 @@ class ObjectConflict(StorageError):
     """The destination already holds different bytes and overwriting was not asked for."""
 
 
+class PreconditionFailed(StorageError):
+    """The object changed between our check and our write (HTTP 412)."""
+
+
 class ChecksumMismatch(StorageError):
     """Bytes read or written do not match the CRC32C they should have."""
 
@@ -239,6 +243,8 @@ def translate_error(exc: BaseException, uri: str) -> StorageError:
         )
     if isinstance(cause, gexc.NotFound):
         return ObjectNotFound(f"not found: {uri}")
+    if isinstance(cause, gexc.PreconditionFailed):
+        return PreconditionFailed(f"{uri} changed while it was being written (412)")
     if isinstance(cause, gexc.GoogleAPICallError):
         return StorageError(f"storage error on {uri} ({cause.code}): {short_message(cause)}")
     return StorageError(f"storage error on {uri}: {type(cause).__name__}: {first_line(cause)}")
@@ -434,15 +440,14 @@ def upload_file(
     )
     bar = _progress_bar(size, local.name, progress)
     try:
-        if size == 0:
-            # The emulator drops the connection on an empty media/XML upload; the JSON multipart
-            # path (which GCS also accepts for empty objects) works on both.
-            _call(uri, blob.upload_from_string, b"", **kwargs)
-        elif bar is not None:
-            with open(local, "rb") as handle:
-                _call(uri, blob.upload_from_file, _ProgressReader(handle, bar), size=size, **kwargs)
-        else:
-            _call(uri, blob.upload_from_filename, str(local), **kwargs)
+        _upload(uri, blob, local, size, bar, kwargs)
+    except PreconditionFailed:
+        # GCS enforces the generation precondition (the emulator does not): someone else wrote
+        # the object between our check and our upload. Same bytes: fine; else never clobber.
+        now = _get_blob(uri)
+        if now is not None and now.crc32c == crc:
+            return UploadResult(str(local), uri, size, crc, "skipped", 0.0, now.generation)
+        raise ObjectConflict(f"{uri} was written by someone else during this upload; not overwriting it") from None
     finally:
         if bar is not None:
             bar.close()
@@ -451,6 +456,18 @@ def upload_file(
     seconds = time.perf_counter() - start
     logger.info("%s %s (%d bytes, crc32c %s, %.2f s)", action, uri, size, crc, seconds)
     return UploadResult(str(local), uri, size, crc, action, seconds, blob.generation)
+
+
+def _upload(uri: str, blob, local: Path, size: int, bar, kwargs: dict) -> None:
+    if size == 0:
+        # The emulator drops the connection on an empty media/XML upload; the JSON multipart
+        # path (which GCS also accepts for empty objects) works on both.
+        _call(uri, blob.upload_from_string, b"", **kwargs)
+    elif bar is not None:
+        with open(local, "rb") as handle:
+            _call(uri, blob.upload_from_file, _ProgressReader(handle, bar), size=size, **kwargs)
+    else:
+        _call(uri, blob.upload_from_filename, str(local), **kwargs)
 
 
 def _copy_local(src, dst, size, crc, skip_if_same, overwrite, start) -> UploadResult:
