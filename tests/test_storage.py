@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import google_crc32c
 import pytest
@@ -160,41 +157,23 @@ def test_unreachable_store(monkeypatch, tmp_path, gcs_emulator):
     assert time.monotonic() - start < 30
 
 
-class _ForbiddingHandler(BaseHTTPRequestHandler):
-    """Answers every call the way GCS answers a caller without the needed role."""
-
-    def do_GET(self):  # noqa: N802 — http.server's naming
-        body = json.dumps(
-            {
-                "error": {
-                    "code": 403,
-                    "message": "anon-caller does not have storage.objects.get access.",
-                    "errors": [{"reason": "forbidden", "message": "forbidden"}],
-                }
-            }
-        ).encode()
-        self.send_response(403)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_POST = do_GET
-
-    def log_message(self, *args):
-        pass
-
-
-def test_permission_denied(monkeypatch, tmp_path, gcs_emulator):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ForbiddingHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{server.server_port}")
-        with pytest.raises(storage.StoragePermissionDenied, match="permission denied on gs://b-x/a"):
-            storage.upload_file(_write(tmp_path / "a", b"x"), "gs://b-x/a")
-    finally:
-        server.shutdown()
+def test_permission_denied(contract_server, monkeypatch, tmp_path, gcs_emulator):
+    """A caller without the role gets GCS's 403 (the emulator has no IAM: recorded answers)."""
+    forbidden = {
+        "error": {
+            "code": 403,
+            "message": "anon-caller does not have storage.objects.get access to the Google Cloud Storage object.",
+            "errors": [{"reason": "forbidden", "domain": "global", "message": "forbidden"}],
+        }
+    }
+    contract_server.add("GET", r"/storage/v1/b/b-x.*", forbidden, status=403)
+    contract_server.add("POST", r"/upload/storage/v1/b/b-x/o", forbidden, status=403)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", contract_server.url)
+    with pytest.raises(storage.StoragePermissionDenied) as info:
+        storage.upload_file(_write(tmp_path / "a", b"x"), "gs://b-x/a")
+    assert str(info.value).startswith("permission denied on gs://b-x/a (403): anon-caller does not have")
+    with pytest.raises(storage.StoragePermissionDenied):
+        storage.download_file("gs://b-x/a", tmp_path / "b")
 
 
 def test_dirs_list_and_local_paths(bucket, tmp_path):
