@@ -122,6 +122,22 @@ HPARAM_NAMES = tuple(HyperParams.model_fields)
 SWEPT_NAMES = tuple(n for n in HPARAM_NAMES if n != "seed")
 
 
+# The trainer flag each hyperparameter goes to (Vertex AI tuning passes --<flag>=<value>).
+TRAINER_FLAGS = {
+    "hidden_units": "hidden_units",
+    "learning_rate": "learning_rate",
+    "batch_size": "train_batch_size",
+    "train_steps": "train_steps",
+    "seed": "seed",
+}
+
+
+def tuner_parameters() -> dict[str, tuple[Any, Any]]:
+    """name → (type, default) of what a hyperparameter-tuning grid may name (the trainer's knobs)."""
+    kinds = {"hidden_units": str, "learning_rate": float, "batch_size": int, "train_steps": int, "seed": int}
+    return {name: (kinds[name], HyperParams.model_fields[name].default) for name in HPARAM_NAMES}
+
+
 def parse_trials(trials: Sequence[Mapping[str, Any]], *, seed: int | None = None) -> list[dict]:
     """Check every hyperparameter set; returns them complete (defaults filled) with exact types.
 
@@ -363,42 +379,16 @@ def measure_champion(
         fares = client.predict(served.predict_url, instances, batch_size=batch_size)
         return Champion(client.rmse(fares, labels), f"local endpoint {served.predict_url}", served.model_uri)
     if target == "vertex":
-        endpoint = _vertex_endpoint(endpoint_name, project, region)
-        if endpoint is None:
+        from trainer import vertex
+
+        endpoint = vertex.find_endpoint(endpoint_name, project, region)
+        if endpoint is None or not endpoint.gca_resource.deployed_models:
             return Champion(None, f"no Vertex AI endpoint named {endpoint_name!r} serves a model")
-        fares = vertex_predict(endpoint, instances, batch_size=batch_size)
-        return Champion(client.rmse(fares, labels), f"Vertex AI endpoint {endpoint.resource_name}")
+        fares = vertex.predict(endpoint.resource_name, instances, batch_size=batch_size, project=project,
+                               region=region)
+        deployed = endpoint.gca_resource.deployed_models[0]
+        return Champion(client.rmse(fares, labels), f"Vertex AI endpoint {endpoint.resource_name}", deployed.model)
     raise SweepError(f"target={target!r}: expected local or vertex")
-
-
-def _vertex_endpoint(display_name: str, project: str, region: str):
-    """The Vertex AI endpoint with that display name that has a deployed model, or None."""
-    from google.cloud import aiplatform
-
-    found = aiplatform.Endpoint.list(filter=f'display_name="{display_name}"', project=project or None,
-                                     location=region or None, order_by="create_time desc")
-    for endpoint in found:
-        if endpoint.gca_resource.deployed_models:
-            return endpoint
-    return None
-
-
-def vertex_predict(endpoint, instances: list[dict], *, batch_size: int = 100) -> list[float]:
-    """Fares from ``Endpoint.predict`` in batches; predictions are {"fare_amount": x} or bare numbers."""
-    fares: list[float] = []
-    for start in range(0, len(instances), batch_size):
-        batch = instances[start : start + batch_size]
-        predictions = endpoint.predict(instances=batch).predictions
-        if len(predictions) != len(batch):
-            raise RuntimeError(
-                f"endpoint {endpoint.resource_name} returned {len(predictions)} predictions for {len(batch)} instances"
-            )
-        for prediction in predictions:
-            value = prediction.get("fare_amount") if isinstance(prediction, Mapping) else prediction
-            if isinstance(value, list) and len(value) == 1:
-                value = value[0]
-            fares.append(float(value))
-    return fares
 
 
 def model_rmse(model_dir: str | os.PathLike, instances: list[dict], labels: list[float]) -> float:
@@ -425,13 +415,17 @@ class TrialResult:
     wall_s: float | None = None
     run: str = ""
 
+    state: str = ""  # what the runner reports when there is no metric to read (e.g. a KFP run)
+
     @property
     def ok(self) -> bool:
         return not self.error and _usable(self.rmse)
 
     @property
     def status(self) -> str:
-        return "succeeded" if self.ok else "failed"
+        if self.error:
+            return "failed"
+        return "succeeded" if self.ok else (self.state or "no metric")
 
 
 def rank(results: Sequence[TrialResult]) -> list[TrialResult]:
