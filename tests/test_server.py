@@ -236,6 +236,7 @@ BAD_REQUESTS = [
     ("missing field", json.dumps({"instances": [LAB, {k: v for k, v in LAB.items() if k != "dropofflat"}]}).encode(), "missing", 1, "dropofflat"),
     ("unknown field", json.dumps({"instances": [dict(LAB, key="k1")]}).encode(), "unknown field", 0, "key"),
     ("instance not an object", json.dumps({"instances": [LAB, [1, 2, 3, 4, 5]]}).encode(), "JSON object", 1, None),
+    ("lone surrogate field name", json.dumps({"instances": [dict(LAB, **{"\ud800": 1})]}).encode(), "unknown field", 0, "\ud800"),
     ("deeply nested", b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "not JSON", None, None),
 ]  # fmt: skip
 
@@ -289,22 +290,24 @@ def test_streamed_body_without_length_is_counted_and_refused(client):
 
 # ----------------------------------------------------------------------------- fuzzing
 _LAB_FIELDS = list(schema.LAB.serving_fields)
+# Any code point, lone surrogates included (JSON can carry them as \ud800 escapes).
+_text = st.text(st.characters(exclude_categories=[]), max_size=8)
 _scalars = (
     st.none()
     | st.booleans()
     | st.integers(min_value=-(10**30), max_value=10**30)
     | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=8)
+    | _text
 )
 _json = st.recursive(
-    _scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4), max_leaves=12
+    _scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4), max_leaves=12
 )
 _value = st.one_of(
     st.floats(min_value=-74.1, max_value=-73.7), st.floats(min_value=40.6, max_value=40.9), st.integers(1, 6), _json
 )
 _instance = st.one_of(
     st.fixed_dictionaries({f: _value for f in _LAB_FIELDS}),
-    st.dictionaries(st.sampled_from(_LAB_FIELDS + ["key", "fare_amount"]), _value, max_size=7),
+    st.dictionaries(st.sampled_from(_LAB_FIELDS + ["key", "fare_amount"]) | _text, _value, max_size=7),
     _json,
 )
 _request = st.one_of(

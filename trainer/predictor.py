@@ -284,6 +284,11 @@ class Predictor:
                 else:
                     if type(value) is not str:
                         raise InstanceError(index, name, f"expected a string, got {json_type(value)}")
+                    if not value.isascii():
+                        try:
+                            value.encode("utf-8")
+                        except UnicodeEncodeError:
+                            raise InstanceError(index, name, "not valid Unicode text") from None
                     append(value)
         return {
             f.name: np.array(columns[f.name], dtype=f.np_dtype) for f in self.input_fields

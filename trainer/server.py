@@ -71,6 +71,14 @@ MAX_BATCH_INSTANCES = 8192
 EXIT_LOAD_FAILED = 3
 
 
+def _dumps(value: Any) -> bytes:
+    """JSON bytes; falls back to ASCII escapes for strings orjson refuses (lone surrogates)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, ensure_ascii=True, default=str).encode()
+
+
 class RequestError(Exception):
     """A client mistake: answered with ``status`` and a JSON body, never a 5xx."""
 
@@ -295,7 +303,7 @@ class PredictionApp:
                 )
             headers = _JSON_HEADERS
         except RequestError as exc:
-            status, body, headers = exc.status, orjson.dumps(exc.body), _JSON_HEADERS + exc.headers
+            status, body, headers = exc.status, _dumps(exc.body), _JSON_HEADERS + exc.headers
         except Exception:  # a server bug: logged, answered 500, the server keeps running
             log.exception("error handling %s %s", method, path)
             status, body, headers = 500, b'{"error":"internal server error"}', _JSON_HEADERS
@@ -312,7 +320,7 @@ class PredictionApp:
         state = self.state
         if state.status == "ready":
             return 200, b'{"status":"ready"}'
-        return 503, orjson.dumps({"status": state.status, "error": state.error})
+        return 503, _dumps({"status": state.status, "error": state.error})
 
     def _metadata(self) -> tuple[int, bytes]:
         state = self.state
@@ -332,7 +340,7 @@ class PredictionApp:
             info["model_version_status"] = [{"version": state.model.version, "state": "AVAILABLE"}]
         if self._batcher is not None:
             info["batching"] = {"calls": self._batcher.calls, "instances": self._batcher.instances}
-        return 200, orjson.dumps(info)
+        return 200, _dumps(info)
 
     async def _read_body(self, scope, receive) -> bytes:
         for name, value in scope["headers"]:
