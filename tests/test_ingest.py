@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer import ingest, storage, synth
+from trainer import ingest, schema, storage, synth
 
 LAB_ROW = "12.0,-73.987625,40.750617,-73.971163,40.78518,1,{key}\n"
 
@@ -145,6 +145,10 @@ def test_rows_without_key_hash_whole_line_and_nothing_is_lost(bucket, tmp_path):
     train, valid = _download_splits(result, tmp_path)
     kept = [line if line.endswith(b"\n") else line + b"\n" for line in lines[1:] if line.strip()]
     assert Counter(train) + Counter(valid) == Counter(kept)
+    layout = schema.get_layout(result.layout)
+    for line in kept:  # each row went where the documented rule sends it
+        in_valid = ingest.is_valid_row(ingest._row_key(line, layout), 0.2)
+        assert (line in valid) == in_valid and (line in train) != in_valid
 
 
 # -- local sources -------------------------------------------------------------------------------
