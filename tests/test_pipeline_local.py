@@ -112,7 +112,7 @@ def test_too_many_bad_rows_fail_validation_naming_the_quarantine(first_run, tmp_
     dirty = tmp_path / "dirty.csv"
     write_csv(dirty, rows=400, layout="lab", seed=11)
     lines = dirty.read_text().splitlines()
-    lines[::4] = [line.replace(",", ",oops,", 1) for line in lines[::4]]  # 25 % have an extra column
+    lines[1::4] = [line.replace(",", ",oops,", 1) for line in lines[1::4]]  # 25 % have an extra column
     dirty.write_text("\n".join(lines) + "\n")
     before = _bucket_objects(workdir)
     with pytest.raises(RunError, match=r"step validate failed: .*wrong_column_count.*quarantine") as caught:

@@ -137,6 +137,7 @@ def run_validate(
             out_dir,
             max_bad_fraction=max_bad_fraction,
             smoke_steps=smoke_steps,
+            layout=train_data.metadata.get("layout"),  # as ingest read it: one layout for both splits
             quarantine_uri=quarantine.uri,
         )
         # The quarantine file already went to quarantine.uri inside validate (before any failure).
