@@ -71,7 +71,7 @@ bench-serve: install
 compile: install
 	$(TAXIFARE) compile --out build/pipelines
 
-LOGDIR ?= build/local/train
+LOGDIR ?= build/local/pipeline_root
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir $(LOGDIR) --host 127.0.0.1
 

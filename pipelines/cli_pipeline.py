@@ -34,17 +34,18 @@ def _fail(message: str) -> None:
 
 
 def compile_command(
-    name: str = typer.Option("taxifare", "--pipeline", help="Which pipeline to compile."),
+    names: list[str] = typer.Option([], "--pipeline", help="Pipeline to compile (repeatable; default: all)."),
     out: Path = typer.Option(Path("build/pipelines"), "--out", help="Output folder."),
 ) -> None:
-    """Compile a pipeline to OUT/<pipeline>.yaml (same code and config → same bytes)."""
-    from pipelines.compile import compile_pipeline
+    """Compile pipelines to OUT/<pipeline>.yaml (same code and config → same bytes)."""
+    from pipelines.compile import PIPELINES, compile_pipeline
 
-    try:
-        path = compile_pipeline(name, out)
-    except ValueError as exc:
-        _fail(str(exc))
-    console.print(f"compiled {name} → {path}")
+    for name in names or list(PIPELINES):
+        try:
+            path = compile_pipeline(name, out)
+        except ValueError as exc:
+            _fail(str(exc))
+        console.print(f"compiled {name} → {path}")
 
 
 def run_command(
