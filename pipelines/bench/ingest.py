@@ -60,20 +60,21 @@ def run(rows: int, repeats: int, work: Path) -> dict:
 
         times: dict[str, list[float]] = {"plain": [], "storage": [], "ingest": [], "reingest": []}
         uploaded_on_reingest = []
-        for _ in range(repeats):
-            bucket = _bucket(emulator)
-            times["plain"].append(
-                _timed(
-                    lambda b=bucket: [
-                        plain_client.bucket(b).blob(f"plain/{f.name}").upload_from_filename(str(f))
-                        for f in files
-                    ]
-                )
-            )
-            bucket = _bucket(emulator)
-            times["storage"].append(
-                _timed(lambda b=bucket: [storage.upload_file(f, f"gs://{b}/helper/{f.name}") for f in files])
-            )
+
+        def plain(bucket: str) -> None:
+            for f in files:
+                plain_client.bucket(bucket).blob(f"plain/{f.name}").upload_from_filename(str(f))
+
+        def checked(bucket: str) -> None:
+            for f in files:
+                storage.upload_file(f, f"gs://{bucket}/checked/{f.name}")
+
+        for repeat in range(repeats):
+            # Alternate which of the two goes first, so warm-up effects do not favour one.
+            pair = [("plain", plain), ("storage", checked)]
+            for name, upload in pair if repeat % 2 == 0 else pair[::-1]:
+                bucket = _bucket(emulator)
+                times[name].append(_timed(lambda b=bucket, u=upload: u(b)))
             bucket = _bucket(emulator)
             times["ingest"].append(_timed(lambda b=bucket: ingest.ingest(str(source), bucket=b, prefix="bench")))
             started = time.perf_counter()
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.bench.ingest", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="build/bench", help="where ingest.json and ingest.md go")
     parser.add_argument("--rows", type=int, default=200_000, help="synthetic lab rows in the source")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
