@@ -181,3 +181,7 @@ def test_bad_parameters(tmp_path):
         validate.validate(lab, lab, tmp_path / "out", max_bad_fraction=2)
     with pytest.raises(ValueError, match="smoke_steps=-1"):
         validate.validate(lab, lab, tmp_path / "out", smoke_steps=-1)
+    train = synth.write_csv(tmp_path / "in" / "train.csv", rows=5, layout="lab")
+    with pytest.raises(ValueError, match="would overwrite the train input"):
+        validate.validate(train, lab, tmp_path / "in", smoke_steps=0)
+    assert len(train.read_bytes().splitlines()) == 5

@@ -434,6 +434,12 @@ def validate(
             raise ValidationError(f"{name} file not found: {path}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for name, path in paths.items():
+        for produced in (out / f"{n}.csv" for n in SPLITS):
+            if produced.exists() and produced.samefile(path):
+                raise ValueError(
+                    f"out_dir {out} would overwrite the {name} input {path}: use another directory"
+                )
     lay = _resolve_layout(paths["train"], paths["valid"], layout)
 
     quarantine_path = out / QUARANTINE_NAME
