@@ -168,7 +168,10 @@ def test_batch_answers_in_input_order_on_both_predict_routes(client, lab_predict
     trips = _trips(250, seed=3)
     expected = lab_predictor.predict(trips)
     assert _close(_fares(client.post("/predict", json={"instances": trips})), expected)
-    tf_serving = client.post("/v1/models/taxifare:predict", json={"instances": trips, "parameters": {}})
+    tf_serving = client.post(
+        "/v1/models/taxifare:predict",
+        json={"signature_name": "serving_default", "instances": trips, "parameters": {}},
+    )
     assert _close(_fares(tf_serving), expected)
 
 
@@ -224,6 +227,7 @@ BAD_REQUESTS = [
     ("instances null", b'{"instances": null}', "must be a list", None, None),
     ("empty instances", b'{"instances": []}', "is empty", None, None),
     ("unknown top-level key", json.dumps({"instances": [LAB], "x": 1}).encode(), "unknown top-level", None, None),
+    ("unknown signature", json.dumps({"instances": [LAB], "signature_name": "predict"}).encode(), "unknown signature_name", None, None),
     ("parameters not an object", json.dumps({"instances": [LAB], "parameters": [1]}).encode(), "parameters", None, None),
     ("NaN literal", _nan_body("pickuplat", "NaN"), "finite", 1, "pickuplat"),
     ("Infinity literal", _nan_body("pickuplon", "Infinity"), "finite", 1, "pickuplon"),
@@ -509,7 +513,9 @@ def test_vertex_contract_with_a_gs_model_through_the_emulator(gcs_emulator, lab_
     finally:
         code = server.stop_server(process.pid)
     _assert_graceful_exit(code, log_path)
+    downloaded = Path(info["path"]).parents[2]
     assert "downloading gs://vertex-models/taxifare/run-1" in log_path.read_text()
+    assert downloaded.name.startswith("taxifare-model-") and not downloaded.exists()  # removed at shutdown
 
 
 def test_taxifare_serve_cli_serves_the_dated_model(dated_cli_server, dated_model_dir):

@@ -36,6 +36,7 @@ import concurrent.futures
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -229,6 +230,7 @@ class PredictionApp:
         self._batcher: _Batcher | None = None
         self._naive: _KerasPredict | None = None
         self._load_task: asyncio.Future | None = None
+        self._download_dir: Path | None = None  # where a gs:// model was downloaded
         self._get_routes = {self.routes.health: self._health}
         for route in self.routes.metadata:
             self._get_routes[route] = self._metadata
@@ -236,7 +238,9 @@ class PredictionApp:
 
     # ------------------------------------------------------------------ loading
     def _load(self) -> Predictor:
-        local = resolve_model_dir(self.state.model_uri)
+        if self.state.model_uri.startswith("gs://"):
+            self._download_dir = Path(tempfile.mkdtemp(prefix="taxifare-model-"))
+        local = resolve_model_dir(self.state.model_uri, self._download_dir)
         model = Predictor.load(local)
         if self.mode == "naive":
             self._naive = _KerasPredict(model)
@@ -273,6 +277,11 @@ class PredictionApp:
                     self._batcher.close()
                 if self._load_task is not None and not self._load_task.done():
                     self._load_task.cancel()
+                if self._download_dir is not None:
+                    try:
+                        shutil.rmtree(self._download_dir)
+                    except OSError as exc:
+                        log.warning("could not remove the downloaded model %s: %s", self._download_dir, exc)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -408,9 +417,15 @@ def parse_request(body: bytes) -> list:
         raise RequestError(400, 'body must be a JSON object {"instances": [...]}')
     if "instances" not in request:
         raise RequestError(400, 'body has no "instances" list')
-    unknown = sorted(set(request) - {"instances", "parameters"})
+    unknown = sorted(set(request) - {"instances", "parameters", "signature_name"})
     if unknown:
         raise RequestError(400, f"unknown top-level keys {unknown}; expected instances and parameters")
+    # TF-Serving clients may name the signature; there is only one.
+    signature_name = request.get("signature_name", predictor_mod.SIGNATURE_NAME)
+    if signature_name != predictor_mod.SIGNATURE_NAME:
+        raise RequestError(
+            400, f"unknown signature_name {signature_name!r}; the model has {predictor_mod.SIGNATURE_NAME!r}"
+        )
     parameters = request.get("parameters")
     if parameters is not None and not isinstance(parameters, dict):
         raise RequestError(400, '"parameters" must be a JSON object')
