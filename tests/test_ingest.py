@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import random
 import threading
 from collections import Counter
@@ -420,3 +421,14 @@ def test_bigquery_missing_table_is_one_line(bucket, gcs_emulator, contract_serve
     assert message.startswith("source bq://taxi-project.course.nope: BigQuery 404: Not found: Table")
     assert "\n" not in message
     assert storage.list_blobs(f"gs://{bucket}/p/data/") == []
+
+
+def test_keep_local_never_clobbers(bucket, tmp_path):
+    source = synth.write_csv(tmp_path / "data" / "train.csv", rows=200, layout="lab", seed=1)
+    original = source.read_bytes()
+    with pytest.raises(storage.ObjectConflict, match="train.csv already exists with different content"):
+        ingest.ingest(str(source), bucket=bucket, prefix="p", keep_local=tmp_path / "data")
+    assert source.read_bytes() == original
+    result = ingest.ingest(str(source), bucket=bucket, prefix="p", keep_local=tmp_path / "kept")
+    assert storage.crc32c_of_file(tmp_path / "kept" / "train.csv") == result.train.crc32c
+    assert json.loads((tmp_path / "kept" / "dataset.json").read_text())["dataset_id"] == result.dataset_id

@@ -709,11 +709,9 @@ def ingest(
             results[name] = storage.upload_file(path, target, overwrite=overwrite, progress=progress)
 
         if keep_local is not None:
-            keep = Path(keep_local)
-            keep.mkdir(parents=True, exist_ok=True)
-            for name in SPLITS:
-                shutil.copyfile(writers[name].path, keep / f"{name}.csv")
-            shutil.copyfile(manifest_path, keep / MANIFEST_NAME)
+            # Same no-clobber rule as the bucket: a different file already there is an error.
+            for path in [writers[n].path for n in SPLITS] + [manifest_path]:
+                storage.upload_file(path, Path(keep_local) / path.name, overwrite=overwrite)
     finally:
         if own_workdir:
             shutil.rmtree(work, ignore_errors=True)
