@@ -59,9 +59,9 @@ def taxifare_sweep(
     """Taxifare hyperparameter sweep with a champion/challenger guard on the endpoint.
 
     Steps:
-        1. ingest — copy the source into gs://{bucket}/{prefix}/data/ as train/valid CSVs (once).
-        2. validate — check every row, quarantine bad rows, smoke-train (once).
-        3. check hyperparameter sets — every set of `trials` is checked before anything trains.
+        1. check hyperparameter sets — every set of `trials` is checked before anything runs.
+        2. ingest — copy the source into gs://{bucket}/{prefix}/data/ as train/valid CSVs (once).
+        3. validate — check every row, quarantine bad rows, smoke-train (once).
         4. train — one training per set, in parallel (ParallelFor); rmse/mae, HTML report each.
         5. select best — the lowest validation RMSE (Collected over the trainings); leaderboard
            (Markdown) and RMSE-per-parameter plot (HTML).
@@ -98,14 +98,21 @@ def taxifare_sweep(
     Returns:
         The decision: "deploy" (the best model now serves) or "keep" (the champion still serves).
     """
-    ingest_task = ingest(
-        source=source,
-        bucket=bucket,
-        prefix=prefix,
-        valid_source=valid_source,
-        valid_fraction=valid_fraction,
-        project=project,
-    ).set_display_name("ingest to GCS")
+    # A bad hyperparameter set fails the run before any data is copied or any model trained.
+    trials_task = check_trials(trials=trials, seed=seed).set_display_name("check hyperparameter sets")
+
+    ingest_task = (
+        ingest(
+            source=source,
+            bucket=bucket,
+            prefix=prefix,
+            valid_source=valid_source,
+            valid_fraction=valid_fraction,
+            project=project,
+        )
+        .set_display_name("ingest to GCS")
+        .after(trials_task)
+    )
 
     validate_task = validate(
         train_data=ingest_task.outputs["train_data"],
@@ -113,8 +120,6 @@ def taxifare_sweep(
         max_bad_fraction=max_bad_fraction,
         smoke_steps=smoke_steps,
     ).set_display_name("validate locally")
-
-    trials_task = check_trials(trials=trials, seed=seed).set_display_name("check hyperparameter sets")
 
     with dsl.ParallelFor(trials_task.output, parallelism=MAX_PARALLEL_TRAININGS, name="trainings") as trial:
         train_task = train(

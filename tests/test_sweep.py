@@ -294,3 +294,58 @@ def test_metric_is_reported_with_cloudml_hypertune(tmp_path, monkeypatch):
     record = json.loads(line)
     assert record["rmse"] == "3.25" and record["trial"] == "7" and record["global_step"] == "300"
     assert math.isclose(float(record["rmse"]), 3.25)
+
+
+# -- the compiled sweep pipeline ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sweep_spec(tmp_path_factory):
+    import yaml
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    out = tmp_path_factory.mktemp("compiled")
+    result = CliRunner().invoke(app, ["compile", "--pipeline", "taxifare_sweep", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    path = out / "taxifare_sweep.yaml"
+    return path, yaml.safe_load(path.read_text())
+
+
+def test_sweep_compiles_to_its_yaml_with_the_same_bytes_twice(sweep_spec, tmp_path):
+    from pipelines.compile import compile_pipeline
+
+    path, spec = sweep_spec
+    assert spec["pipelineInfo"]["name"] == "taxifare-sweep"
+    assert compile_pipeline("taxifare_sweep", tmp_path).read_bytes() == path.read_bytes()
+
+
+def test_sweep_graph_trains_in_parallel_then_guards_the_deploy(sweep_spec):
+    _, spec = sweep_spec
+    root = spec["root"]["dag"]["tasks"]
+    assert {"check-trials", "ingest", "validate", "select-best", "champion"} <= set(root)
+    assert "check-trials" in root["ingest"]["dependentTasks"]  # bad sets fail before any data moves
+    (loop,) = [t for t in root.values() if "parameterIterator" in t]
+    assert loop["parameterIterator"]["items"]["inputParameter"].endswith("check-trials-Output")
+    assert loop["iteratorPolicy"]["parallelismLimit"] >= 2
+    loop_tasks = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    assert list(loop_tasks) == ["train"]
+    select_inputs = root["select-best"]["inputs"]
+    assert set(select_inputs["parameters"]) >= {"rmses", "trials"} and "models" in select_inputs["artifacts"]
+    (condition,) = [t for t in root.values() if "triggerPolicy" in t]
+    assert condition["triggerPolicy"]["condition"] == (
+        "inputs.parameter_values['pipelinechannel--champion-Output'] == 'deploy'")
+    guarded = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(guarded) == {"export", "deploy", "predict"}
+    assert root["champion"]["cachingOptions"] == {}  # never a cached decision
+
+
+def test_sweep_parameters_are_typed_documented_and_defaulted(sweep_spec):
+    _, spec = sweep_spec
+    declared = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(declared) == set(sweep.pipeline_parameters(taxifare_sweep))
+    for name, definition in declared.items():
+        assert "defaultValue" in definition, name
+        assert definition.get("description"), f"{name} is not documented"
+    assert declared["min_improvement"]["parameterType"] == "NUMBER_DOUBLE"
+    assert declared["trials"]["parameterType"] == "LIST"
+    assert declared["trials"]["defaultValue"] == DEFAULT_TRIALS
