@@ -555,9 +555,13 @@ class ServerProcess:
         self.stop()
 
 
+# Loopback health checks never go through an HTTP proxy from the environment.
+_NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _http_status(url: str, timeout_s: float = 2.0) -> int | None:
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        with _NO_PROXY_OPENER.open(url, timeout=timeout_s) as response:
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code
@@ -610,7 +614,8 @@ def start_server(
                 raise ServerStartError(f"prediction server exited with code {code}; log {log_path}:\n{tail}")
             if url is None and port_file.is_file():
                 bound = int(port_file.read_text())
-                url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{bound}"
+                reach = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+                url = f"http://[{reach}]:{bound}" if ":" in reach else f"http://{reach}:{bound}"
             if url is not None and _http_status(url + routes.health) == 200:
                 log.info("prediction server pid %d ready at %s", process.pid, url)
                 return ServerProcess(url, process.pid, host, bound, str(log_path), routes, process)
