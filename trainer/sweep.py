@@ -501,6 +501,17 @@ def plot_rmse(results: Sequence[TrialResult], path: str | os.PathLike, param_nam
             ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
             xs = [labels.index(_cell(v)) for v in values]
         ax.scatter(xs, rmses, color="tab:blue", zorder=2)
+        # join the points that differ only in this parameter, so its effect reads as a line
+        others = [n for n in names if n not in (name, "index")]
+        groups: dict[str, list[tuple[float, float]]] = {}
+        for result, x, y in zip(good, xs, rmses):
+            key = ", ".join(f"{n}={_cell(result.params.get(n))}" for n in others)
+            groups.setdefault(key, []).append((x, y))
+        for key, pairs in groups.items():
+            if len(pairs) > 1:
+                pairs.sort()
+                ax.plot([x for x, _ in pairs], [y for _, y in pairs], alpha=0.6, zorder=1,
+                        label=key if len(groups) <= 6 and key else None)
         if best is not None:
             index = good.index(best)
             ax.scatter([xs[index]], [rmses[index]], color="tab:red", s=80, zorder=3, label="best")
