@@ -536,6 +536,8 @@ class ServerProcess:
     log_path: str
     routes: Routes
     process: subprocess.Popen | None = field(default=None, repr=False)
+    # Health statuses answered while starting (503s while the model loaded, then the 200).
+    startup_statuses: list[int] = field(default_factory=list, repr=False)
 
     @property
     def predict_url(self) -> str:
@@ -545,8 +547,8 @@ class ServerProcess:
     def health_url(self) -> str:
         return self.url + self.routes.health
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        stop_server(self.process if self.process is not None else self.pid, timeout_s=timeout_s)
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        return stop_server(self.process if self.process is not None else self.pid, timeout_s=timeout_s)
 
     def __enter__(self) -> "ServerProcess":
         return self
@@ -606,6 +608,7 @@ def start_server(
         )
     deadline = time.monotonic() + timeout_s
     url = None
+    statuses: list[int] = []
     try:
         while time.monotonic() < deadline:
             code = process.poll()
@@ -616,9 +619,12 @@ def start_server(
                 bound = int(port_file.read_text())
                 reach = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
                 url = f"http://[{reach}]:{bound}" if ":" in reach else f"http://{reach}:{bound}"
-            if url is not None and _http_status(url + routes.health) == 200:
+            status = _http_status(url + routes.health) if url is not None else None
+            if status is not None:
+                statuses.append(status)
+            if status == 200:
                 log.info("prediction server pid %d ready at %s", process.pid, url)
-                return ServerProcess(url, process.pid, host, bound, str(log_path), routes, process)
+                return ServerProcess(url, process.pid, host, bound, str(log_path), routes, process, statuses)
             time.sleep(0.05)
         raise ServerStartError(f"prediction server not healthy after {timeout_s:.0f} s; log {log_path}")
     except BaseException:
