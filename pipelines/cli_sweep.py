@@ -322,5 +322,87 @@ def sweep_command(
         raise typer.Exit(code=1)
 
 
+def load_trials(path: Path) -> list:
+    """Hyperparameter sets from a YAML/JSON file (a list of dicts), checked before anything runs."""
+    import yaml
+
+    from trainer import sweep
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise sweep.SweepError(f"{path}: no such file") from None
+    except yaml.YAMLError as exc:
+        raise sweep.SweepError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        sweep.parse_trials(data)
+    except sweep.SweepError as exc:
+        raise sweep.SweepError(f"{path}: {exc}") from None
+    return data
+
+
+def sweep_run_command(
+    trials: Path | None = typer.Option(None, "--trials", help="YAML list of hyperparameter sets (default: the "
+                                       "pipeline's own)."),
+    min_improvement: float | None = typer.Option(None, "--min-improvement", help="Deploy only when the best model "
+                                                 "beats the served one by this much RMSE."),
+    param: list[str] = typer.Option([], "--param", "-p", help="Pipeline parameter NAME=VALUE (repeatable)."),
+    workdir: Path = typer.Option(Path("build/local-sweep"), help="Emulator data, artifacts, cache and endpoints."),
+    keep_endpoint: bool = typer.Option(False, "--keep-endpoint", help="Leave the endpoint running: the next run "
+                                       "compares against it (without it the next run finds no champion)."),
+    cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse the outputs of unchanged steps."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the run summary as JSON here."),
+) -> None:
+    """Run the taxifare_sweep pipeline locally (from its compiled YAML): train every set, pick the best,
+    deploy it only if it beats the model the endpoint serves."""
+    import json
+
+    from kfp import components
+
+    from pipelines.cli_pipeline import parse_params
+    from pipelines.compile import compile_pipeline
+    from pipelines.local_run import RunError, run_local
+    from pipelines.taxifare_sweep import DEFAULT_TRIALS, taxifare_sweep
+    from trainer import sweep
+    from trainer.emulator import EmulatorError
+
+    try:
+        params = sweep.check_parameters(parse_params(param), sweep.pipeline_parameters(taxifare_sweep),
+                                        where="--param")
+        if trials is not None:
+            params["trials"] = load_trials(trials)
+        if min_improvement is not None:
+            params["min_improvement"] = float(min_improvement)
+        sweep.parse_trials(params.get("trials", DEFAULT_TRIALS))
+    except (sweep.SweepError, ValueError) as exc:
+        _fail(str(exc))
+    pipeline = components.load_component_from_file(str(compile_pipeline("taxifare_sweep")))
+    try:
+        summary = run_local(workdir=workdir, params=params, pipeline=pipeline, keep_endpoint=keep_endpoint,
+                            enable_caching=cache)
+    except (RunError, EmulatorError, ValueError) as exc:
+        _fail(str(exc))
+    best, decision = summary.facts.get("select_best", {}), summary.facts.get("champion", {})
+    if best:
+        table = Table(title=f"taxifare_sweep — {summary.wall_s:.1f} s")
+        table.add_column("set", justify="right")
+        table.add_column("validation rmse", justify="right")
+        for index, rmse in sorted(enumerate(best.get("rmses", [])), key=lambda item: (item[1], item[0])):
+            table.add_row(f"{index}{' (best)' if index == best.get('best_index') else ''}", f"{rmse:.4f}")
+        console.print(table)
+    if decision:
+        console.print(f"decision: {decision['decision']} — {decision['reason']}")
+    if summary.run_dir:
+        console.print(f"report: {summary.run_dir / 'champion' / 'report'}")
+        console.print(f"leaderboard: {summary.run_dir / 'select-best' / 'leaderboard'}")
+    if summary.endpoint_kept:
+        console.print(f"endpoint left running at {summary.endpoint_url}; stop it with "
+                      f"`taxifare stop-endpoint --state-dir {workdir / 'state'}`")
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(summary.as_dict(), indent=2, default=str))
+
+
 def register(app: typer.Typer) -> None:
     app.command("sweep")(sweep_command)
+    app.command("sweep-run")(sweep_run_command)

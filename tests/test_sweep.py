@@ -349,3 +349,59 @@ def test_sweep_parameters_are_typed_documented_and_defaulted(sweep_spec):
     assert declared["min_improvement"]["parameterType"] == "NUMBER_DOUBLE"
     assert declared["trials"]["parameterType"] == "LIST"
     assert declared["trials"]["defaultValue"] == DEFAULT_TRIALS
+
+
+# -- the CLI's own logic -----------------------------------------------------------------------
+def test_local_workers_never_exceed_the_cores_or_the_points():
+    from pipelines.cli_sweep import local_workers
+
+    assert local_workers(None, 4, available=2) == 2
+    assert local_workers(8, 4, available=2) == 2
+    assert local_workers(1, 4, available=2) == 1
+    assert local_workers(None, 1, available=8) == 1
+    with pytest.raises(ValueError, match="--parallel must be >= 1"):
+        local_workers(0, 4, available=2)
+
+
+def test_run_metrics_read_the_taxifare_and_the_sweep_pipelines():
+    from pipelines.cli_sweep import run_metrics
+
+    taxifare_run = run_metrics({"train": {"rmse": 4.2, "mae": 3.1}}, {"Output": 4.4}, 4.4)
+    assert taxifare_run == {"rmse": 4.2, "metrics": {"mae": 3.1, "endpoint_rmse": 4.4}}
+    sweep_run = run_metrics({"train": {"rmse": 9.0}, "select_best": {"best_rmse": 3.0},
+                             "champion": {"decision": "keep", "champion_rmse": 2.9}}, {"Output": "keep"}, math.nan)
+    assert sweep_run == {"rmse": 3.0, "metrics": {"decision": "keep", "champion_rmse": 2.9}}
+    assert run_metrics({}, {}, -1.0) == {"rmse": None, "metrics": {}}
+
+
+@pytest.mark.parametrize(
+    ("args", "files", "expected"),
+    [
+        (["sweep", "--grid", "grid.yaml"], {"grid.yaml": "{}"}, "grid.yaml: the grid is empty"),
+        (["sweep", "--grid", "grid.yaml", "-p", "train_steps=5"], {"grid.yaml": "train_steps: [1, 2]"},
+         "train_steps: given both in the grid and as --param"),
+        (["sweep", "--grid", "grid.yaml", "--target", "cloud"], {"grid.yaml": "train_steps: [1]"},
+         "--target 'cloud': expected one of local, vertex, kfp"),
+        (["sweep", "--grid", "grid.yaml", "--pipeline", "nope"], {"grid.yaml": "train_steps: [1]"},
+         "unknown pipeline 'nope'"),
+        (["sweep", "--grid", "grid.yaml", "--pipeline", "taxifare_sweep"], {"grid.yaml": "min_improvement: ['a']"},
+         "min_improvement[0]: expected float, got str 'a'"),
+        (["sweep-run", "--trials", "t.yaml"], {"t.yaml": "- {hidden_units: '16 x'}"},
+         "t.yaml: hyperparameter set 0: hidden_units"),
+        (["sweep-run", "--trials", "t.yaml"], {"t.yaml": "[]"}, "no hyperparameter sets"),
+        (["sweep-run", "-p", "min_improvment=1"], {}, "unknown parameter 'min_improvment'; valid names: project"),
+    ],
+)
+def test_cli_input_errors_stop_before_anything_runs(tmp_path, monkeypatch, args, files, expected):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert expected in " ".join(result.output.split())
+    assert not (tmp_path / "build" / "sweep").exists() or not any((tmp_path / "build" / "sweep").rglob("runs"))
+    assert not (tmp_path / "build" / "local-sweep").exists()
