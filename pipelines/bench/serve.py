@@ -321,9 +321,10 @@ def _markdown(report: dict[str, Any]) -> str:
         best = report["servers"][verdict["mode"]]
         lines += [
             "",
-            f"Against the naive baseline (Keras `model.predict` per request): single p50 "
-            f"{naive['single']['p50_ms'] / best['single']['p50_ms']:.1f}× slower, throughput "
-            f"{best['throughput_100']['instances_per_s'] / naive['throughput_100']['instances_per_s']:.1f}× lower.",
+            f"The naive baseline (Keras `model.predict` per request) against `{verdict['mode']}`: "
+            f"single-instance p50 {naive['single']['p50_ms'] / best['single']['p50_ms']:.0f}× longer, "
+            f"throughput {best['throughput_100']['instances_per_s'] / naive['throughput_100']['instances_per_s']:.0f}× "
+            "lower.",
         ]
     lines += ["", f"Command: `{report['command']}`", ""]
     return "\n".join(lines)
