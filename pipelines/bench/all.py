@@ -430,6 +430,8 @@ def _reliability_rows(report: dict) -> list[str]:
     r = _figures(report, "reliability")
     if not r:
         return _failed_row(report, "reliability", "Reliability")
+    if not r["figures"] and not r["tests"]:
+        return ["| Reliability | no figures found: run `make test-reliability` or `taxifare bench --reliability run` | | — |"]
     rows = []
     for entry in r["figures"]:
         verdict = "pass" if entry["passed"] else "**FAIL**"
