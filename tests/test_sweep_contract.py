@@ -198,3 +198,41 @@ def test_kfp_sweep_creates_one_run_per_point_in_the_experiment(contract_server, 
     rows = _rows(tmp_path / "build" / "sweep" / "taxifare-sweep-kfp" / "results.csv")
     assert [(r["train_steps"], r["status"], r["rmse"]) for r in rows] == [("100", "SUCCEEDED", ""),
                                                                           ("300", "SUCCEEDED", "")]
+
+
+# -- the champion on Vertex AI: measured through Endpoint.predict -------------------------------
+INSTANCES = [
+    {"pickuplon": -73.99, "pickuplat": 40.75, "dropofflon": -73.97, "dropofflat": 40.78, "passengers": 1.0},
+    {"pickuplon": -73.98, "pickuplat": 40.76, "dropofflon": -73.95, "dropofflat": 40.77, "passengers": 2.0},
+    {"pickuplon": -73.78, "pickuplat": 40.64, "dropofflon": -73.98, "dropofflat": 40.75, "passengers": 1.0},
+    {"pickuplon": -73.99, "pickuplat": 40.73, "dropofflon": -73.99, "dropofflat": 40.74, "passengers": 3.0},
+]
+
+
+def test_vertex_champion_rmse_comes_from_the_served_endpoint(vertex_contract, monkeypatch):
+    from trainer import sweep
+
+    monkeypatch.setenv("TAXIFARE_API_ENDPOINT", vertex_contract.url)
+    vertex_contract.load("vertex_champion_endpoint")
+    labels = [11.0, 12.0, 9.0, 20.0]  # the recorded answers are 10, 12, 8, 20
+    champion = sweep.measure_champion(target="vertex", endpoint_name="taxifare", instances=INSTANCES, labels=labels,
+                                      project="test-project", region="us-central1", batch_size=2)
+    assert champion.rmse == pytest.approx((2 / 4) ** 0.5)
+    assert champion.model == "projects/123456789012/locations/us-central1/models/8800000000000000001"
+    assert "endpoints/4200000000000000009" in champion.description
+    (listing,) = vertex_contract.calls("GET", r".*/locations/us-central1/endpoints")
+    assert listing.query["filter"] == 'display_name="taxifare"'
+    predicts = vertex_contract.calls("POST", r".*/endpoints/4200000000000000009:predict")
+    assert [p.body["instances"] for p in predicts] == [INSTANCES[:2], INSTANCES[2:]]
+    assert sweep.decide(0.5, champion.rmse, 0.2).deploy and not sweep.decide(0.6, champion.rmse, 0.2).deploy
+
+
+def test_no_vertex_endpoint_means_no_champion(vertex_contract, monkeypatch):
+    from trainer import sweep
+
+    monkeypatch.setenv("TAXIFARE_API_ENDPOINT", vertex_contract.url)
+    vertex_contract.add("GET", r"/v1/projects/[^/]+/locations/[^/]+/endpoints", {"endpoints": []})
+    champion = sweep.measure_champion(target="vertex", endpoint_name="taxifare", instances=INSTANCES,
+                                      labels=[1.0] * 4, project="test-project", region="us-central1")
+    assert champion.rmse is None and "no Vertex AI endpoint named 'taxifare'" in champion.description
+    assert vertex_contract.calls("POST") == []
