@@ -65,6 +65,25 @@ def test_lab_feature_values():
     assert out["pickup_cell"].numpy()[1] == out["dropoff_cell"].numpy()[2]
 
 
+def test_new_jersey_features():
+    # Hoboken → midtown crosses the Hudson; midtown → Upper East Side does not; a trip far
+    # south (harbour) or north (beyond the traced river) is never called a crossing.
+    f, _ = _features(
+        schema.LAB,
+        pickuplon=[-74.030, -73.985, -74.030, -74.10],
+        pickuplat=[40.745, 40.758, 40.745, 41.00],
+        dropofflon=[-73.985, -73.960, -74.035, -73.985],
+        dropofflat=[40.758, 40.775, 40.735, 40.758],
+        passengers=[1, 1, 1, 1],
+    )
+    river_lon = -74.020 + (-74.012 + 74.020) * (40.745 - 40.70) / 0.05
+    expected_west = (river_lon + 74.030) * 111.320 * math.cos(math.radians(40.745))
+    assert f["pickup_west_of_hudson_km"][0] == pytest.approx(expected_west, abs=2e-3)
+    assert f["dropoff_west_of_hudson_km"][0] < 0
+    assert f["crosses_hudson"].tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert f["pickup_west_of_hudson_km"][3] == 0.0
+
+
 def test_dated_time_features():
     f, _ = _features(
         schema.DATED,

@@ -6,12 +6,12 @@ Two passes over each file:
    ``schema.detect_layout``, checks every line with ``schema.check_row``, stops on the first
    malformed line with a ``MalformedRowError`` naming file, line number and reason, and counts
    implausible rows by reason. Training never starts on a file that would fail mid-way.
-2. ``make_dataset`` — the streaming pipeline: ``TextLineDataset`` per file (interleaved, header
-   skipped) → batch → ``tf.io.decode_csv`` in parallel → implausible rows dropped (the same
-   rules as ``schema.check_values``, evaluated on float64 values so both passes agree) →
-   optional cache → shuffle/repeat → prefetch. Each element is ``(features, label)`` where
-   features maps the layout's raw serving fields to float32 tensors (``pickup_datetime`` stays
-   a string), exactly what the exported model takes.
+2. ``make_dataset`` — the streaming pipeline: one ``TextLineDataset`` per file (header skipped,
+   lines batched inside the file's dataset, files interleaved) → ``tf.io.decode_csv`` in
+   parallel → implausible rows dropped (the same rules as ``schema.check_values``, evaluated
+   on float64 values so both passes agree) → optional cache → shuffle/repeat → prefetch.
+   Each element is ``(features, label)`` where features maps the layout's raw serving fields to
+   float32 tensors (``pickup_datetime`` stays a string), exactly what the exported model takes.
 """
 
 from __future__ import annotations
@@ -213,20 +213,30 @@ def to_features(columns: dict[str, tf.Tensor], layout: Layout) -> tuple[dict[str
     return features, tf.cast(columns[schema.LABEL], tf.float32)
 
 
-def _lines(scan: ScanResult, shuffle_files: bool, seed: int | None) -> tf.data.Dataset:
+def _line_batches(
+    scan: ScanResult, batch_size: int, *, shuffle_files: bool, seed: int | None, repeat: bool
+) -> tf.data.Dataset:
+    """Batches of raw CSV lines (header skipped), each batch from one file.
+
+    Batching inside each file's TextLineDataset keeps the per-line work in C++; files are read
+    in parallel (interleave) when shuffling, else one after another in the given order.
+    """
     paths = [f.path for f in scan.files]
     skips = [1 if f.has_header else 0 for f in scan.files]
     files = tf.data.Dataset.from_tensor_slices((paths, tf.constant(skips, tf.int64)))
     if shuffle_files and len(paths) > 1:
         files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    if len(paths) == 1:
-        return tf.data.TextLineDataset(paths[0]).skip(skips[0])
-    return files.interleave(
-        lambda p, skip: tf.data.TextLineDataset(p).skip(skip),
-        cycle_length=min(len(paths), 4),
-        num_parallel_calls=AUTOTUNE,
-        deterministic=not shuffle_files,
-    )
+    if repeat:
+        files = files.repeat()
+
+    def read(path, skip):
+        return tf.data.TextLineDataset(path, buffer_size=1 << 20).skip(skip).batch(batch_size)
+
+    if shuffle_files and len(paths) > 1:
+        return files.interleave(
+            read, cycle_length=min(len(paths), 4), num_parallel_calls=AUTOTUNE, deterministic=False
+        )
+    return files.interleave(read, cycle_length=1)
 
 
 def make_dataset(
@@ -245,7 +255,9 @@ def make_dataset(
     training: shuffle and repeat forever; implausible rows dropped (by default).
     Otherwise one pass in file order; all parseable rows kept (by default), and with
     ``with_mask`` each element carries a third item, the plausible-row mask.
-    cache: keep the parsed rows in memory after the first pass (the course files are small).
+    cache: parse once and keep the rows in memory (the course files are small); rows are then
+    shuffled one by one. Without cache (data larger than memory) every pass streams from the
+    files: file order is shuffled, files are read in parallel, and parsed batches are shuffled.
     """
     layout = scan.layout
     if drop_implausible is None:
@@ -261,7 +273,6 @@ def make_dataset(
             mask = tf.boolean_mask(mask, mask)
         return (features, label, mask) if with_mask else (features, label)
 
-    lines = _lines(scan, shuffle_files=training, seed=seed)
     options = tf.data.Options()
     # Each worker of a multi-worker run reads every file and keeps its share of the batches,
     # which works however few files there are.
@@ -269,29 +280,29 @@ def make_dataset(
     options.deterministic = not training
 
     if cache:
-        ds = lines.batch(DECODE_BATCH).map(parse, num_parallel_calls=AUTOTUNE)
-        ds = ds.unbatch().cache()
+        lines = _line_batches(scan, DECODE_BATCH, shuffle_files=False, seed=seed, repeat=False)
+        ds = lines.map(parse, num_parallel_calls=AUTOTUNE).unbatch().cache()
         if training:
             ds = ds.shuffle(min(shuffle_buffer, max(scan.plausible, 1)), seed=seed, reshuffle_each_iteration=True)
             ds = ds.repeat()
         ds = ds.batch(batch_size)
+        batches = math.ceil((scan.plausible if drop_implausible else scan.rows) / batch_size)
     else:
+        lines = _line_batches(scan, batch_size, shuffle_files=training, seed=seed, repeat=training)
+        ds = lines.map(parse, num_parallel_calls=AUTOTUNE, deterministic=not training)
         if training:
-            ds = lines.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
-        else:
-            ds = lines
-        ds = ds.batch(batch_size).map(parse, num_parallel_calls=AUTOTUNE, deterministic=not training)
+            ds = ds.shuffle(max(1, shuffle_buffer // batch_size), seed=seed, reshuffle_each_iteration=True)
+        batches = sum(math.ceil(f.rows / batch_size) for f in scan.files)
     if not training:
         # The scan knows how many batches one pass yields; Keras uses it to size evaluation.
-        rows = scan.plausible if (drop_implausible and cache) else scan.rows
-        ds = ds.apply(tf.data.experimental.assert_cardinality(math.ceil(rows / batch_size)))
+        ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
     return ds.prefetch(AUTOTUNE).with_options(options)
 
 
 def read_columns(scan: ScanResult) -> dict[str, tf.Tensor]:
     """All parseable rows of the scanned files as {column: tensor} plus "_plausible"."""
     chunks: list[dict[str, tf.Tensor]] = []
-    for element in _lines(scan, shuffle_files=False, seed=None).batch(65_536):
+    for element in _line_batches(scan, 65_536, shuffle_files=False, seed=None, repeat=False):
         columns = decode_lines(element, scan.layout)
         columns["_plausible"] = plausible_mask(columns, scan.layout)
         chunks.append(columns)

@@ -5,7 +5,8 @@ and for the dated layout the ``pickup_datetime`` string), and out:
 
 * ``numeric`` — [batch, n] float32: clipped coordinates, east/north deltas (km), great-circle
   and Manhattan-grid distances, bearing, distances to JFK, LaGuardia, Newark and midtown,
-  airport flags, passengers; for the dated layout also the pickup time (years since 2009,
+  airport flags, how far west of the Hudson each end is and whether the trip crosses it
+  (into New Jersey, where the meter does not apply), passengers; for the dated layout also the pickup time (years since 2009,
   hour and weekday on circles, night/peak/weekend flags, the 2012-09-04 tariff change);
 * ``pickup_cell`` / ``dropoff_cell`` — [batch] int: cells of a grid over the city, and
   ``trip_cell`` — the pickup×dropoff cell pair hashed into ``CROSS_BUCKETS``.
@@ -38,6 +39,15 @@ PLACES = {  # (lon, lat)
     "midtown": (-73.9855, 40.7580),  # Times Square
 }
 AIRPORTS = ("jfk", "lga", "ewr")
+# The Hudson along Manhattan's west shore, (lat, lon) south to north: New Jersey lies west of it.
+# Trips across it leave the city, where the meter does not apply (negotiated or double fares).
+HUDSON = (
+    (40.70, -74.020), (40.75, -74.012), (40.80, -73.975), (40.85, -73.950), (40.90, -73.922), (40.95, -73.905),
+)  # fmt: skip
+# Only between these latitudes is "west of the river" known to mean New Jersey: further south
+# lies the harbour (and Staten Island), further north the river is not traced.
+HUDSON_LAT_RANGE = (40.69, 40.95)
+NJ_MARGIN_KM = 0.3
 AIRPORT_RADIUS_KM = 2.0
 
 # Grid over the busy part of the city (cells beyond the edges hold everything outside).
@@ -55,6 +65,7 @@ BASE_FEATURES = (
     "bearing_sin", "bearing_cos",
     *(f"{end}_to_{place}_km" for end in ("pickup", "dropoff") for place in PLACES),
     *(f"{end}_at_{airport}" for end in ("pickup", "dropoff") for airport in AIRPORTS),
+    "pickup_west_of_hudson_km", "dropoff_west_of_hudson_km", "crosses_hudson",
     "passengers",
 )  # fmt: skip
 TIME_FEATURES = (
@@ -87,6 +98,16 @@ def grid_distance_km(east, north):
     along = east * math.sin(theta) + north * math.cos(theta)
     across = east * math.cos(theta) - north * math.sin(theta)
     return tf.abs(along) + tf.abs(across)
+
+
+def west_of_hudson_km(lon, lat):
+    """Signed east-west distance (km) west of the Hudson; 0 outside ``HUDSON_LAT_RANGE``."""
+    river = tf.fill(tf.shape(lat), HUDSON[0][1])
+    for (lat0, lon0), (lat1, lon1) in zip(HUDSON, HUDSON[1:]):
+        river += (lon1 - lon0) * tf.clip_by_value((lat - lat0) / (lat1 - lat0), 0.0, 1.0)
+    west = (river - lon) * KM_PER_DEG_LON_EQUATOR * tf.cos(lat * (math.pi / 180.0))
+    traced = (lat > HUDSON_LAT_RANGE[0]) & (lat <= HUDSON_LAT_RANGE[1])
+    return tf.where(traced, west, tf.zeros_like(west))
 
 
 def parse_pickup_datetime(text: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -144,6 +165,9 @@ class TaxiFeatures(keras.layers.Layer):
         for end in ("pickup", "dropoff"):
             for airport in AIRPORTS:
                 cols.append(tf.cast(to_place[end, airport] < AIRPORT_RADIUS_KM, tf.float32))
+        pickup_west, dropoff_west = west_of_hudson_km(plon, plat), west_of_hudson_km(dlon, dlat)
+        in_nj = [tf.cast(w > NJ_MARGIN_KM, tf.float32) for w in (pickup_west, dropoff_west)]
+        cols += [pickup_west, dropoff_west, tf.abs(in_nj[0] - in_nj[1])]
         cols.append(tf.clip_by_value(tf.cast(inputs[lay.passengers], tf.float32), 0.0, 9.0))
 
         if lay.pickup_datetime:

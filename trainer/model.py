@@ -135,7 +135,7 @@ def build_model(
             keras.layers.Dense(1, bias_initializer=keras.initializers.Constant(label_mean), name=f"tower{t}_fare")(h)
         )
     fares = tower_outputs[0] if towers == 1 else keras.layers.Concatenate(name="tower_fares")(tower_outputs)
-    model = keras.Model(inputs, fares, name=f"taxifare_{layout.name}")
+    model = TaxifareModel(inputs, fares, name=f"taxifare_{layout.name}")
 
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(train_steps, 1), alpha=0.05)
     delta = float(loss.split(":")[1]) if loss.startswith("huber:") else None
@@ -151,6 +151,48 @@ def fare_model(model: keras.Model) -> keras.Model:
     """The serving model: the mean of the towers' fares, shape [batch]."""
     fare = keras.layers.Lambda(lambda t: keras.ops.mean(t, axis=1), name="fare_amount")(model.output)
     return keras.Model(model.inputs, fare, name=model.name + "_serving")
+
+
+class TaxifareModel(keras.Model):
+    """A functional Keras model that also trains under MultiWorkerMirroredStrategy.
+
+    Two gaps of Keras 3.15's multi-worker fit are closed here: it builds the model from a first
+    batch averaged across workers with ``strategy.reduce``, which fails for dict inputs (and
+    cannot average strings) — the inputs are declared up front, so a batch of this worker's
+    data builds it just as well; and it averages the step's scalar logs along axis 0 — they are
+    given that axis.
+    """
+
+    def _multi_worker(self) -> bool:
+        extended = getattr(getattr(self, "_distribute_strategy", None), "extended", None)
+        return bool(extended is not None and getattr(extended, "_in_multi_worker_mode", lambda: False)())
+
+    def _reducible(self, logs):
+        # Keras averages multi-worker step logs along axis 0, which scalars do not have.
+        if self._multi_worker():
+            return {k: tf.reshape(v, [1]) for k, v in logs.items()}
+        return logs
+
+    def train_step(self, data):
+        return self._reducible(super().train_step(data))
+
+    def test_step(self, data):
+        return self._reducible(super().test_step(data))
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = getattr(self, "_distribute_strategy", None)
+        if iterator is not None and strategy is not None:
+            for _, _, it in iterator:
+                batch = next(it)
+                data_batch = tf.nest.map_structure(
+                    lambda x: strategy.experimental_local_results(x)[0]
+                    if isinstance(x, tf.distribute.DistributedValues)
+                    else x,
+                    batch,
+                )
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
 
 class TowerLoss(keras.losses.Loss):
