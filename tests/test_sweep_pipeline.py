@@ -153,3 +153,41 @@ def test_tuning_trial_entry_point_trains_and_reports_to_hypertune(tmp_path):
     (line,) = (tmp_path / "hypertune" / "output.metrics").read_text().splitlines()
     reported = json.loads(line)
     assert reported["trial"] == "7" and float(reported["rmse"]) == pytest.approx(metrics["rmse"])
+
+
+def test_champion_step_measures_the_served_model_through_its_endpoint(lab_model_dir, tmp_path, monkeypatch):
+    from kfp import dsl
+
+    from trainer import local_endpoint, pipeline_steps, synth
+
+    monkeypatch.setenv("TAXIFARE_STATE_DIR", str(tmp_path / "state"))
+    valid = synth.write_csv(tmp_path / "valid.csv", rows=300, layout="lab", seed=4)
+    valid_data = dsl.Dataset(name="clean_valid", uri=str(valid), metadata={"layout": "lab"})
+    best = dsl.Model(name="best_model", uri=str(lab_model_dir), metadata={"trial": 0, "rmse": 5.0})
+    results = [{"index": 0.0, "hidden_units": "32 16", "learning_rate": 0.003, "batch_size": 256.0,
+                "train_steps": 50.0, "seed": 7.0, "rmse": 5.0, "model": str(lab_model_dir)}]
+
+    def decide(name: str, min_improvement: float) -> tuple[str, dict, str]:
+        report = dsl.Markdown(name="report", uri=str(tmp_path / name / "report"))
+        metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / name / "metrics"))
+        verdict = pipeline_steps.run_champion(
+            best_model=best, valid_data=valid_data, results=results, target="local", endpoint_name="champ",
+            project="p", region="r", min_improvement=min_improvement, compare_rows=200, batch_size=64,
+            report=report, metrics=metrics,
+        )  # fmt: skip
+        return verdict, dict(metrics.metadata), Path(report.path).read_text()
+
+    verdict, metrics, report = decide("alone", 0.5)
+    assert verdict == "deploy" and "champion_rmse" not in metrics and metrics["deploy"] == 1
+    assert "no model is being served" in report and "| 1 | 0 | 32 16 | 0.0030 | 256 | 50 | 5.0000 | succeeded |" in report
+
+    local_endpoint.deploy(str(lab_model_dir), "champ")  # the same model now serves: no gain
+    try:
+        verdict, metrics, report = decide("same-model", 0.0)
+        assert verdict == "deploy"  # not worse, and no improvement asked
+        assert metrics["champion_rmse"] == pytest.approx(metrics["challenger_rmse"], abs=1e-5)
+        verdict, metrics, report = decide("asks-more", 0.01)
+        assert verdict == "keep" and metrics["deploy"] == 0
+        assert "**Keep the champion**" in report and "same 200 clean validation rows" in report
+    finally:
+        local_endpoint.stop("champ")

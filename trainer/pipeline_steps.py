@@ -398,8 +398,10 @@ def run_champion(
     )  # fmt: skip
     decision = sweep.decide(challenger_rmse, champion.rmse, min_improvement)
     best_index = int(best_model.metadata.get("trial", 0))
+    # numbers come back from the orchestrator as JSON numbers (64.0): the sets' own types again
     trial_results = [
-        sweep.TrialResult(index=int(row["index"]), params={k: row.get(k) for k in sweep.SWEPT_NAMES},
+        sweep.TrialResult(index=int(row["index"]),
+                          params=sweep.parse_trials([{k: row[k] for k in sweep.HPARAM_NAMES if k in row}])[0],
                           rmse=row.get("rmse"), run=row.get("model", ""))
         for row in results
     ]  # fmt: skip
