@@ -180,3 +180,24 @@ def test_tf_mask_agrees_with_schema_on_synthetic_rows(tmp_path):
     expected = [schema.check_row(line.split(","), schema.DATED)[0] is None for line in path.read_text().splitlines()]
     assert cols["_plausible"].numpy().tolist() == expected
     assert int(cols["_plausible"].numpy().sum()) == scan.plausible
+
+
+def test_header_and_encoding_errors(tmp_path):
+    bad_header = _write(tmp_path / "h.csv", LAB_LINES, "fare_amount,lon,lat,dlon,dlat,n,key")
+    with pytest.raises(data.MalformedRowError, match=r"h\.csv: line 1: bad_header: header .* matches no layout"):
+        data.scan_files([bad_header])
+    dated_header = _write(tmp_path / "d.csv", DATED_LINES, ",".join(schema.DATED.columns))
+    with pytest.raises(data.MalformedRowError, match="line 1: bad_header: header is the dated layout, expected lab"):
+        data.scan_files([dated_header], layout="lab")
+    binary = tmp_path / "b.csv"
+    binary.write_bytes(("\n".join(LAB_LINES) + "\n").encode() + b"\xff\xfe,1,2\n")
+    with pytest.raises(data.MalformedRowError, match=r"b\.csv: line 4: binary_data"):
+        data.scan_files([str(binary)])
+    empty = tmp_path / "e.csv"
+    empty.write_text("")
+    with pytest.raises(data.DataError, match="file is empty"):
+        data.scan_files([str(empty)])
+    crlf = tmp_path / "crlf.csv"
+    crlf.write_bytes(("\r\n".join(LAB_LINES) + "\r\n").encode())
+    scan = data.scan_files([str(crlf)])
+    assert scan.rows == 3 and _rows(scan)[schema.LABEL] == [12.0, 4.5, 45.0]

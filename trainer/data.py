@@ -105,42 +105,46 @@ def expand_paths(spec: str | Sequence[str]) -> list[str]:
 
 def scan_file(path: str, layout: Layout | None = None) -> FileScan:
     """Check every line of one CSV file; raise MalformedRowError on the first bad one."""
-    with tf.io.gfile.GFile(path, "r") as f:
-        first = f.readline()
-        if not first:
-            raise DataError(f"{path}: file is empty")
-        try:
-            detected, has_header = schema.detect_layout(first, source=path)
-        except schema.LayoutError as exc:
-            raise MalformedRowError(path, 1, schema.REASON_COLUMNS, str(exc).split(": ", 2)[-1]) from None
-        if layout is not None and has_header and detected is not layout:
-            raise MalformedRowError(
-                path, 1, schema.REASON_COLUMNS, f"header is the {detected.name} layout, expected {layout.name}"
-            )
-        layout = layout or detected
-        scan = FileScan(path=path, layout=layout, has_header=has_header)
-        check_row = schema.check_row
-        line_no = 1
-        lines = f if has_header else _chain(first, f)
-        if has_header:
-            line_no = 2
-        dropped = scan.dropped
-        rows = 0
-        for line in lines:
-            reason, detail = check_row(line.rstrip("\r\n").split(","), layout)
+    check_row = schema.check_row
+    malformed = set(schema.MALFORMED_REASONS)
+    scan: FileScan | None = None
+    dropped: Counter = Counter()
+    line_no = 0
+    with tf.io.gfile.GFile(path, "rb") as f:
+        for raw in f:
+            line_no += 1
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                raise MalformedRowError(path, line_no, schema.REASON_BINARY, "not UTF-8 text") from None
+            if scan is None:
+                scan = _start_scan(path, line, layout)
+                if scan.has_header:
+                    continue
+            reason, detail = check_row(line.split(","), scan.layout)
             if reason is not None:
-                if reason in schema.MALFORMED_REASONS:
+                if reason in malformed:
                     raise MalformedRowError(path, line_no, reason, detail)
                 dropped[reason] += 1
-            rows += 1
-            line_no += 1
-        scan.rows = rows
+    if scan is None:
+        raise DataError(f"{path}: file is empty")
+    scan.rows = line_no - (1 if scan.has_header else 0)
+    scan.dropped = dropped
     return scan
 
 
-def _chain(first: str, rest):
-    yield first
-    yield from rest
+def _start_scan(path: str, first_line: str, layout: Layout | None) -> FileScan:
+    """Layout and header from the first line (checked against ``layout`` when given)."""
+    try:
+        detected, has_header = schema.detect_layout(first_line, source=path)
+    except schema.LayoutError as exc:
+        reason = schema.REASON_BAD_HEADER if schema.is_header(first_line.split(",")) else schema.REASON_COLUMNS
+        raise MalformedRowError(path, 1, reason, str(exc).removeprefix(f"{path}: line 1: ")) from None
+    if layout is not None and has_header and detected is not layout:
+        raise MalformedRowError(
+            path, 1, schema.REASON_BAD_HEADER, f"header is the {detected.name} layout, expected {layout.name}"
+        )
+    return FileScan(path=path, layout=layout or detected, has_header=has_header)
 
 
 def scan_files(paths: Sequence[str], layout: Layout | str | None = None) -> ScanResult:
