@@ -30,6 +30,7 @@ err_console = Console(stderr=True)
 
 DEFAULT_OUT = Path("build/sweep")
 TARGETS = ("local", "vertex", "kfp")
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,99}")
 
 
 def _fail(message: str) -> None:
@@ -264,6 +265,9 @@ def sweep_command(
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         _fail(f"config: {exc}")
     name = name or default_name(pipeline if not tuner else "taxifare-tuning")
+    if not NAME_PATTERN.fullmatch(name):
+        # it names the Vertex AI Experiment, the job ids and the folder: the strictest rules of the three
+        _fail(f"--name {name!r}: use lowercase letters, digits and '-', starting with a letter (at most 100)")
     out_dir = out / name
     out_dir.mkdir(parents=True, exist_ok=True)
 

@@ -386,6 +386,8 @@ def test_run_metrics_read_the_taxifare_and_the_sweep_pipelines():
          "unknown pipeline 'nope'"),
         (["sweep", "--grid", "grid.yaml", "--pipeline", "taxifare_sweep"], {"grid.yaml": "min_improvement: ['a']"},
          "min_improvement[0]: expected float, got str 'a'"),
+        (["sweep", "--grid", "grid.yaml", "--name", "My_Sweep"], {"grid.yaml": "train_steps: [1]"},
+         "--name 'My_Sweep': use lowercase letters, digits and '-'"),
         (["sweep-run", "--trials", "t.yaml"], {"t.yaml": "- {hidden_units: '16 x'}"},
          "t.yaml: hyperparameter set 0: hidden_units"),
         (["sweep-run", "--trials", "t.yaml"], {"t.yaml": "[]"}, "no hyperparameter sets"),
