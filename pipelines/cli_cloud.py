@@ -60,6 +60,7 @@ def config_command(
 def submit_command(
     target: Target = typer.Option(..., "--target", help="vertex (Vertex AI Pipelines) or kfp (a KFP cluster)."),
     param: list[str] = typer.Option([], "--param", "-p", help="Pipeline parameter NAME=VALUE (repeatable)."),
+    params_file: Path | None = typer.Option(None, "--params-file", help="YAML/JSON mapping of pipeline parameters (--param wins)."),
     wait: bool = typer.Option(False, "--wait", help="Follow the run; exit non-zero unless it succeeds."),
     api_endpoint: str | None = typer.Option(None, "--api-endpoint", help="Vertex AI API endpoint (overrides config)."),
     host: str | None = typer.Option(None, "--host", help="KFP API URL, e.g. http://localhost:8080 (target kfp)."),
@@ -81,7 +82,7 @@ def submit_command(
     if target is Target.vertex and (host or experiment):
         _fail("--host and --experiment are for --target kfp")
     try:
-        given = params.parse_assignments(param)
+        given = {**_read_params_file(params_file), **params.parse_assignments(param)}
     except params.ParameterError as exc:
         _fail(str(exc))
     if compile_first:
@@ -111,6 +112,22 @@ def submit_command(
     console.print(f"submitted {template} to {target.value}: {result.resource}", highlight=False, soft_wrap=True)
     console.print(f"state: {result.state}", highlight=False)
     console.print(f"follow it at {result.url}", highlight=False, soft_wrap=True)
+
+
+def _read_params_file(path: Path | None) -> dict:
+    import yaml
+
+    from pipelines.params import ParameterError
+
+    if path is None:
+        return {}
+    try:
+        values = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ParameterError(f"--params-file {path}: {exc}") from None
+    if not isinstance(values, dict):
+        raise ParameterError(f"--params-file {path}: expected a mapping of parameter names to values")
+    return values
 
 
 def setup_gcp_command(

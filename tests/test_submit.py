@@ -119,6 +119,26 @@ def test_bad_parameters_fail_before_any_request(contract_server, cloud_env, comp
     assert not contract_server.requests
 
 
+def test_params_file_is_validated_and_merged(contract_server, cloud_env, compiled, tmp_path):
+    contract_server.load("vertex_pipeline_job")
+    good = tmp_path / "params.yaml"
+    good.write_text("train_steps: 700\nhidden_units: '128 64'\nlearning_rate: 0.001\n")
+    result = _submit_vertex(contract_server, compiled, "--params-file", str(good), "--param", "train_steps=800")
+    assert result.exit_code == 0, result.output
+    (create,) = contract_server.calls("POST", r".*/pipelineJobs")
+    values = create.body["runtimeConfig"]["parameterValues"]
+    assert (values["train_steps"], values["hidden_units"], values["learning_rate"]) == (800, "128 64", 0.001)
+
+    contract_server.clear()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("hidden_units: [64, 32]\nepochs: 3\n")
+    result = _submit_vertex(contract_server, compiled, "--params-file", str(bad))
+    assert result.exit_code == 2
+    assert "unknown parameter 'epochs'" in result.output
+    assert "parameter 'hidden_units': Input should be a valid string" in result.output
+    assert not contract_server.requests
+
+
 def test_bad_config_fails_before_any_request(contract_server, cloud_env, compiled, monkeypatch):
     monkeypatch.setenv("BUCKET", "gs://Taxi_Data")
     result = _submit_vertex(contract_server, compiled)
