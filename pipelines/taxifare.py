@@ -27,7 +27,7 @@ def taxifare(
     valid_fraction: float = 0.2,
     max_bad_fraction: float = 0.05,
     smoke_steps: int = 10,
-    train_steps: int = 3000,
+    train_steps: int = 2000,
     batch_size: int = 512,
     hidden_units: str = "64 32",
     learning_rate: float = 0.003,
