@@ -144,10 +144,10 @@ def setup_gcp_command(
     steps = setup_gcp.plan(settings, account_name=account_name, repository=repository, submitter=submitter)
     if not apply:
         console.print("# dry run: these commands would run (add --apply to run them)", highlight=False)
-        console.print(setup_gcp.script(steps), highlight=False, soft_wrap=True)
+        console.print(setup_gcp.script(steps), highlight=False, markup=False, soft_wrap=True)
         return
     try:
-        setup_gcp.apply(steps, echo=lambda line: console.print(line, highlight=False, soft_wrap=True))
+        setup_gcp.apply(steps, echo=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))
     except (setup_gcp.SetupError, FileNotFoundError) as exc:
         _fail(str(exc), code=1)
     console.print(f"done: bucket gs://{settings.bucket}, service account {setup_gcp.service_account_email(settings, account_name)}")

@@ -15,6 +15,7 @@ The compiled spec's reference to the configured image is checked without Docker.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -29,6 +30,7 @@ import pytest
 
 from trainer.emulator import free_port
 
+log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO / "container" / "build.sh"
 
@@ -103,7 +105,8 @@ def image(docker_engine):
     started = time.monotonic()
     result = subprocess.run([str(BUILD_SCRIPT), name], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, f"container/build.sh failed:\n{result.stderr[-3000:]}"
-    print(f"image {name}: build.sh took {time.monotonic() - started:.1f} s; {result.stderr.strip().splitlines()[-1]}")
+    log.info("image %s: build.sh took %.1f s; %s", name, time.monotonic() - started,
+             result.stderr.strip().splitlines()[-1])
     return name
 
 
@@ -288,7 +291,7 @@ def test_whole_pipeline_runs_in_the_project_image(image, gcs_emulator, bucket, v
         target="vertex", endpoint_name="taxifare", sample_size=50, predict_batch_size=20,
     )
     wall_s = time.monotonic() - started
-    print(f"taxifare pipeline under DockerRunner: {wall_s:.1f} s")
+    log.info("taxifare pipeline under DockerRunner: %.1f s", wall_s)
 
     rmse = float(result.output)
     assert math.isfinite(rmse) and rmse > 0
