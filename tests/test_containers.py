@@ -8,6 +8,8 @@
   the project image, against the GCS emulator, deploying to the recorded Vertex AI contract whose
   deployModel starts the uploaded model's serving container spec with ``docker run`` and whose
   predict hands the request to it — as a Vertex endpoint does.
+* The worker pools of a two-replica CustomJob run as two containers with Vertex's TF_CONFIG
+  (chief + worker) and train one model.
 
 The compiled spec's reference to the configured image is checked without Docker.
 """
@@ -309,3 +311,44 @@ def test_whole_pipeline_runs_in_the_project_image(image, gcs_emulator, bucket, v
     predict_calls = server.calls("POST", r".*/endpoints/[^/:]+:predict")
     assert sum(len(c.body["instances"]) for c in predict_calls) == 51  # the sample + the lab's test.json
     assert len(containers) == 1
+
+
+# -- a two-replica CustomJob's worker pools, run as containers ----------------------------------------
+@pytest.mark.containers
+def test_custom_job_worker_pools_train_one_model_in_containers(image, tmp_path):
+    """The worker pool specs trainer.vertex sends for replica_count=2, each replica started with
+    ``docker run`` and the TF_CONFIG Vertex AI gives it (a chief and a worker on loopback)."""
+    from trainer import synth, vertex
+
+    data = tmp_path / "data"
+    data.mkdir()
+    train = synth.write_csv(data / "train.csv", rows=3000, layout="lab", seed=21)
+    valid = synth.write_csv(data / "valid.csv", rows=600, layout="lab", seed=22)
+    output_dir = tmp_path / "out"
+    args = vertex.trainer_args(train_data=str(train), eval_data=str(valid), output_dir=str(output_dir),
+                               train_steps=20, batch_size=128, hidden_units="16 8", learning_rate=0.01, seed=4)
+    pools = vertex.worker_pool_specs(image=image, args=args, replica_count=2)
+    cluster = {"chief": [f"127.0.0.1:{free_port()}"], "worker": [f"127.0.0.1:{free_port()}"]}
+    replicas = [("chief", 0, pools[0]), ("worker", 0, pools[1])]
+    ids = []
+    try:
+        for kind, index, pool in replicas:
+            spec = pool["container_spec"]
+            tf_config = json.dumps({"cluster": cluster, "task": {"type": kind, "index": index}})
+            argv = ["docker", "run", "-d", "--network", "host", "--user", f"{os.getuid()}:{os.getgid()}",
+                    "-e", f"TF_CONFIG={tf_config}", "-e", "HOME=/tmp", "-v", f"{tmp_path}:{tmp_path}",
+                    "--entrypoint", spec["command"][0], spec["image_uri"], *spec["command"][1:], *spec["args"]]
+            ids.append(subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip())
+        codes = [int(subprocess.run(["docker", "wait", cid], capture_output=True, text=True, timeout=300).stdout)
+                 for cid in ids]
+        logs = [subprocess.run(["docker", "logs", cid], capture_output=True, text=True) for cid in ids]
+        logs = [out.stdout + out.stderr for out in logs]
+        assert codes == [0, 0], "\n\n".join(log[-2500:] for log in logs)
+    finally:
+        for cid in ids:
+            subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
+    for log in logs:
+        assert "multi-worker training: 2 workers" in log, log[-2000:]
+    metrics = json.loads((output_dir / "eval_metrics.json").read_text())
+    assert metrics["steps"] == 20 and metrics["rmse"] > 0
+    assert len(list((output_dir / "export" / "exporter").iterdir())) == 1  # the chief's, only
