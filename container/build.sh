@@ -94,6 +94,7 @@ start=$SECONDS
 DOCKER_BUILDKIT=0 docker build --quiet -f container/Dockerfile \
   --build-arg "BASE_IMAGE=$base" \
   --build-arg "CODE_VERSION=$(code_version)" \
+  --build-arg "IMAGE_NAME=$IMAGE" \
   --label "org.opencontainers.image.source=taxifare-pipelines" \
   -t "$IMAGE" . >/dev/null
 log "built $IMAGE in $((SECONDS - start)) s ($(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.2f GB", $1/1e9}'))"

@@ -179,6 +179,8 @@ def test_image_is_non_root_with_train_and_serve_entrypoints(image):
     assert config["User"] == "taxifare"
     assert config["Entrypoint"] == ["taxifare-entrypoint"]
     assert config["Cmd"] == ["serve"]
+    # the image knows its own name (the serving container a deploying component names)
+    assert f"TAXIFARE_IMAGE={image}" in config["Env"]
     help_text = subprocess.run(["docker", "run", "--rm", image, "train", "--help"], capture_output=True, text=True)
     assert help_text.returncode == 0, help_text.stderr
     assert "--train_data_paths" in help_text.stdout and "--hidden_units" in help_text.stdout
