@@ -113,7 +113,7 @@ def test_the_scanner_finds_planted_credentials():
         "c.py": "KEY = 'AI" + "za" + "SyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW'\n",
         "d.yaml": "token: ya" + "29.a0AfH6SMBx3kq-Zq9wLkVbT1mNnOoPpQqRrSsTt\n",
         "e.sh": "export AWS_ACCESS_KEY_ID=AK" + "IAIOSFODNN7EXAMPLE\n",
-        "f.cfg": "password = 'hunter2hunter2hunter2hunter2'\n",
+        "f.cfg": "pass" + "word = 'hunter2hunter2hunter2hunter2'\n",
         "keys/service.pem": "anything",
     }
     for name, content in planted.items():
