@@ -66,7 +66,7 @@ def _course_files(layout: str, work: Path) -> tuple[Path, Path, str]:
     return train, valid, "synthetic (course data not found)"
 
 
-def bench_quality(work: Path, quick: bool) -> dict:
+def bench_quality(work: Path, quick: bool, shared: dict) -> dict:
     from pipelines.bench import baselines
     from pipelines.bench import model as model_bench
     from trainer import model
@@ -87,6 +87,10 @@ def bench_quality(work: Path, quick: bool) -> dict:
             }  # fmt: skip
         else:
             ours = model_bench.bench_quality(layout, work)
+        # Where pipelines.bench.model trains (work/train-<layout>): the serving section reuses the lab model.
+        trained = work / (f"quick-{layout}" if quick else f"train-{layout}")
+        if (trained / "export" / "exporter").is_dir():
+            shared[f"{layout}_model_dir"] = trained
         references = baselines.fit_and_score(train, valid, layout)
         results[layout] = {"model": ours, "references": references, "data": source}
     return results
@@ -102,12 +106,16 @@ def bench_throughput(work: Path, quick: bool) -> dict:
     )
 
 
-def bench_serve(out: Path, quick: bool) -> dict:
+def bench_serve(out: Path, quick: bool, shared: dict) -> dict:
+    """The serving benchmark on the lab model the quality section trained (when it ran), each
+    scenario bounded to 10 s (the naive baseline would otherwise take 20 s per scenario)."""
     from pipelines.bench import serve as serve_bench
 
-    argv = ["--out", str(out)]
+    argv = ["--out", str(out), "--limit-s", "5" if quick else "10"]
+    if "lab_model_dir" in shared:
+        argv += ["--model-dir", str(shared["lab_model_dir"])]
     if quick:
-        argv += ["--scale", "0.1", "--train-steps", "50", "--limit-s", "5"]
+        argv += ["--scale", "0.1", "--train-steps", "50"]
     code = serve_bench.main(argv)
     if code != 0:
         raise RuntimeError(f"serving benchmark exited with code {code}")
@@ -239,12 +247,13 @@ def run_all(out: str | Path, *, quick: bool = False, sections: tuple[str, ...] =
         "git_commit": _git_commit(),
         "sections": {},
     }
+    shared: dict[str, Any] = {}  # what one section leaves for another (the trained lab model)
     with tempfile.TemporaryDirectory(prefix="taxifare-bench-") as tmp:
         work = Path(tmp)
         plan = {
-            "quality": lambda: bench_quality(work, quick),
+            "quality": lambda: bench_quality(work, quick, shared),
             "throughput": lambda: bench_throughput(work, quick),
-            "serve": lambda: bench_serve(out, quick),
+            "serve": lambda: bench_serve(out, quick, shared),
             "ingest": lambda: bench_ingest(out, quick),
             "pipeline": lambda: bench_pipeline(work, quick),
             "reliability": lambda: bench_reliability(out, reliability),
@@ -420,7 +429,8 @@ def reliability_summary(entry: dict) -> str:
     if name == "security_bind":
         return "; ".join(f"{k}: {', '.join(v)}" for k, v in f["listening"].items())
     if name == "security_secrets":
-        return f"{f['files_scanned']} tracked files ({f['bytes_scanned'] / 2**20:.1f} MiB), {f['patterns']} patterns, {len(f['findings'])} findings"
+        found = f": {'; '.join(f['findings'][:3])}" if f["findings"] else ""
+        return f"{f['files_scanned']} tracked files ({f['bytes_scanned'] / 2**20:.1f} MiB), {f['patterns']} patterns, {len(f['findings'])} findings{found}"
     if name == "security_pip_audit":
         if "packages_audited" not in f:
             return "NOT AUDITED — " + "; ".join(f.get("unreachable", []))[:300]
@@ -444,7 +454,7 @@ def _reliability_rows(report: dict) -> list[str]:
         if ".test_reliability_" in case["test"]:
             continue  # these tests write their figures, shown above
         verdict = {"passed": "pass", "failed": "**FAIL**", "skipped": "skipped"}[case["outcome"]]
-        rows.append(f"| Reliability: `{short}` | {case.get('message', '') or 'test'} ({case['seconds']:.1f} s) | | {verdict} |")
+        rows.append(f"| Reliability: `{short}` | {case.get('message', '') or 'no figures (test outcome only)'} ({case['seconds']:.1f} s) | | {verdict} |")
     return rows
 
 
