@@ -41,6 +41,7 @@ DEFAULT_LOSS = "huber:5"  # squared error within $5, linear beyond: meter-less o
 DEFAULT_EMBEDDING_DIM = 0
 NORMALIZATION_SAMPLE_ROWS = 100_000
 EVAL_EVERY_STEPS = 500
+CACHE_MAX_ROWS = 10_000_000  # ~300 MB of parsed rows; larger data streams from the files every pass
 METADATA_FILE = "taxifare.json"
 
 
@@ -56,7 +57,7 @@ class TrainConfig:
     seed: int = 0
     layout: str = "auto"
     eval_steps: int | None = None
-    cache: bool = True
+    cache: bool | None = None  # None: cache the parsed rows when they fit (CACHE_MAX_ROWS)
     embedding_dim: int = DEFAULT_EMBEDDING_DIM
     dropout: float = 0.0
     l2: float = 0.0
@@ -403,10 +404,9 @@ def run(config: TrainConfig) -> dict:
             towers=config.towers,
         )  # fmt: skip
 
-    train_ds = data.make_dataset(
-        train_scan, config.train_batch_size, training=True, cache=config.cache, seed=config.seed
-    )
-    eval_ds = data.make_dataset(eval_scan, 4096, training=False, cache=config.cache)
+    cache = config.cache if config.cache is not None else train_scan.rows <= CACHE_MAX_ROWS
+    train_ds = data.make_dataset(train_scan, config.train_batch_size, training=True, cache=cache, seed=config.seed)
+    eval_ds = data.make_dataset(eval_scan, 4096, training=False, cache=eval_scan.rows <= CACHE_MAX_ROWS)
     if config.eval_steps:
         eval_ds = eval_ds.take(config.eval_steps)
     every = min(EVAL_EVERY_STEPS, config.train_steps)
