@@ -63,7 +63,7 @@ def bench_quality(layout: str, work: Path) -> dict:
     shared = course_data_dir()
     if shared is not None:
         train, valid = shared / layout / "taxi-train.csv", shared / layout / "taxi-valid.csv"
-        source = f"course data ({shared / layout})"
+        source = f"course data ({shared}/{layout}/taxi-train.csv, taxi-valid.csv)"
     else:
         train = synth.write_csv(work / f"{layout}-train.csv", 8000, layout=layout, seed=1)
         valid = synth.write_csv(work / f"{layout}-valid.csv", 1600, layout=layout, seed=2)
@@ -213,7 +213,7 @@ def to_markdown(result: dict) -> str:
                 f"| {q['steps']} | {q['run_seconds']:.1f} | ≤ {q['target_rmse']} {ok} "
                 f"| {q['references']['gradient-boosted trees']} |"
             )
-        lines += ["", f"Data: {result['quality'][0]['data']}.", ""]
+        lines += [""] + [f"Data ({q['layout']}): {q['data']}." for q in result["quality"]] + [""]
     if result.get("throughput"):
         t = result["throughput"]
         ok = "✓" if t["meets_target"] else "✗"
