@@ -104,7 +104,8 @@ def render(report: dict) -> str:
         for run in report["pipeline"]["runs"]:
             steps = ", ".join(f"{s['step']} {s['seconds']:.1f}" for s in run["steps"])
             rmses = ", ".join(f"{r:.3f}" for r in run["rmses"] or [])
-            lines.append(f"| {run['run']} | {run['wall_s']:.1f} | {run['decision']} | {run['best_index']} | "
+            best = "cached" if run["best_index"] is None else run["best_index"]
+            lines.append(f"| {run['run']} | {run['wall_s']:.1f} | {run['decision']} | {best} | "
                          f"{rmses} | {steps} |")
         lines.append("")
     if "grid" in report:
