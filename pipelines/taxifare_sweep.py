@@ -82,7 +82,8 @@ def taxifare_sweep(
         smoke_steps: Training steps of the validation smoke run.
         trials: The hyperparameter sets to train, a list of dicts with keys hidden_units (e.g.
             "64 32"), learning_rate, batch_size, train_steps and optionally seed; omitted keys
-            take the trainer's defaults.
+            take these defaults: hidden_units "64 32", learning_rate 0.003, batch_size 512,
+            train_steps 3000.
         seed: Random seed of every set that does not name its own.
         min_improvement: Deploy the best model only when its RMSE is at least this much lower
             than the RMSE of the model the endpoint serves now (0: deploy when not worse).
