@@ -73,6 +73,17 @@ def pipeline_parameters(
     return params.validate(spec, values)
 
 
+def check_pipeline_bucket(settings: Settings) -> None:
+    """The pipeline root's bucket must exist: otherwise the SDK would create one itself, in a
+    default location and with its own grants, bypassing the least-privilege setup."""
+    from trainer import storage
+
+    try:
+        storage.check_bucket(settings.bucket)
+    except storage.StorageError as exc:
+        raise SubmitError(f"pipeline root {settings.pipeline_root}: {exc}; `taxifare setup-gcp` creates it") from None
+
+
 def submit_vertex(
     template: str | Path,
     settings: Settings,
@@ -101,6 +112,7 @@ def submit_vertex(
     # Deploy and predict go to Vertex AI when the pipeline has a target switch and none was given.
     values = pipeline_parameters(spec, settings, parameters or {}, defaults={"target": "vertex"})
     run_id = run_id or job_id(name)
+    check_pipeline_bucket(settings)
     vertex.init(settings.project, settings.region, settings=settings)
     job = aiplatform.PipelineJob(
         display_name=name,

@@ -139,6 +139,16 @@ def test_params_file_is_validated_and_merged(contract_server, cloud_env, compile
     assert not contract_server.requests
 
 
+def test_missing_bucket_fails_before_submission(contract_server, cloud_env, compiled, monkeypatch):
+    monkeypatch.setenv("BUCKET", "taxifare-no-such-bucket")
+    result = _submit_vertex(contract_server, compiled)
+    assert result.exit_code == 1
+    assert "pipeline root gs://taxifare-no-such-bucket/taxifare/pipeline_root: bucket gs://taxifare-no-such-bucket" \
+           " does not exist" in result.output
+    assert "taxifare setup-gcp" in result.output
+    assert not contract_server.requests
+
+
 def test_bad_config_fails_before_any_request(contract_server, cloud_env, compiled, monkeypatch):
     monkeypatch.setenv("BUCKET", "gs://Taxi_Data")
     result = _submit_vertex(contract_server, compiled)
