@@ -57,6 +57,31 @@ def test_custom_job_worker_pools_image_args_and_replicas(vertex_contract):
     assert len(vertex_contract.calls("GET", r".*/customJobs/\d+")) == 2
 
 
+def test_train_on_vertex_runs_the_trainer_on_the_bucket(vertex_contract):
+    vertex_contract.load("vertex_custom_job")
+    result = vertex.train(
+        project="test-project", region="us-central1", train_data="gs://taxifare-test/taxifare/data/train.csv",
+        eval_data="gs://taxifare-test/taxifare/data/valid.csv", output_dir="gs://taxifare-test/taxifare/runs/r2",
+        train_steps=100, batch_size=64, hidden_units="32 16", learning_rate=0.01, seed=1, replica_count=2,
+        poll_interval_s=0.01, settings=SETTINGS,
+    )
+    assert result.state == "JOB_STATE_SUCCEEDED"
+    (create,) = vertex_contract.calls("POST", PARENT + "/customJobs")
+    spec = create.body["jobSpec"]
+    assert spec["baseOutputDirectory"]["outputUriPrefix"] == "gs://taxifare-test/taxifare/runs/r2/job"
+    args = spec["workerPoolSpecs"][0]["containerSpec"]["args"]
+    assert args[args.index("--output_dir") + 1] == "/gcs/taxifare-test/taxifare/runs/r2"
+    assert args[args.index("--eval_data_paths") + 1] == "/gcs/taxifare-test/taxifare/data/valid.csv"
+    assert [p["replicaCount"] for p in spec["workerPoolSpecs"]] == ["1", "1"]
+
+
+def test_train_on_vertex_needs_bucket_locations():
+    with pytest.raises(ValueError, match="train_data must be a gs:// URI"):
+        vertex.train(project="test-project", region="us-central1", train_data="/tmp/train.csv",
+                     eval_data="gs://b/v.csv", output_dir="gs://b/out", train_steps=1, batch_size=1,
+                     hidden_units="8", learning_rate=0.1, seed=0, settings=SETTINGS)
+
+
 def test_single_replica_has_one_pool_without_accelerator(vertex_contract):
     vertex_contract.load("vertex_custom_job")
     vertex.run_custom_job(

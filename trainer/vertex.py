@@ -192,6 +192,46 @@ def run_custom_job(
     return CustomJobResult(job.resource_name, state, display_name, specs)
 
 
+def train(
+    *,
+    project: str,
+    region: str,
+    train_data: str,
+    eval_data: str,
+    output_dir: str,
+    train_steps: int,
+    batch_size: int,
+    hidden_units: str,
+    learning_rate: float,
+    seed: int,
+    display_name: str = "taxifare-train",
+    machine_type: str = "n1-standard-4",
+    replica_count: int = 1,
+    accelerator_type: str = "",
+    accelerator_count: int = 0,
+    labels: dict[str, str] | None = None,
+    poll_interval_s: float = 30.0,
+    settings: Settings | None = None,
+) -> CustomJobResult:
+    """The trainer as a CustomJob on gs:// data, writing its OUTPUT_DIR to ``output_dir`` (gs://).
+
+    What a pipeline's train step calls to train on Vertex AI machines (several replicas, GPUs)
+    rather than in the task itself; waits for the job and raises VertexError if it fails.
+    """
+    for name, uri in (("train_data", train_data), ("eval_data", eval_data), ("output_dir", output_dir)):
+        if not uri.startswith("gs://"):
+            raise ValueError(f"{name} must be a gs:// URI a Vertex AI job can read, got {uri!r}")
+    settings = settings or load_settings()
+    args = trainer_args(train_data=train_data, eval_data=eval_data, output_dir=output_dir, train_steps=train_steps,
+                        batch_size=batch_size, hidden_units=hidden_units, learning_rate=learning_rate, seed=seed)
+    return run_custom_job(
+        project=project, region=region, display_name=display_name, args=args,
+        staging_bucket=settings.staging_bucket, base_output_dir=output_dir.rstrip("/") + "/job",
+        machine_type=machine_type, replica_count=replica_count, accelerator_type=accelerator_type,
+        accelerator_count=accelerator_count, labels=labels, poll_interval_s=poll_interval_s, settings=settings,
+    )
+
+
 def _wait_for_job(job, poll_interval_s: float, timeout_s: float | None) -> str:
     started = time.monotonic()
     while True:
