@@ -20,12 +20,21 @@ def train(
     model: Output[Model],
     metrics: Output[Metrics],
     evaluation: Output[HTML],
+    target: str = "local",
+    project: str = "",
+    region: str = "",
+    machine_type: str = "n1-standard-4",
+    replica_count: int = 1,
+    accelerator_type: str = "",
+    accelerator_count: int = 0,
 ) -> NamedTuple("TrainOutputs", [("rmse", float), ("tensorboard_dir", str)]):
     """Trains the taxifare model with the trainer package's own command line.
 
-    Outputs the trainer's output directory as the Model (SavedModel under export/exporter/),
-    validation rmse/mae as Metrics, an HTML evaluation report (predicted vs actual fares, error by
-    trip distance) and the TensorBoard log directory.
+    target local/kfp: in this task. target vertex: as a Vertex AI CustomJob in the project image
+    (machine_type, replica_count, accelerator_*; more than one replica trains with
+    MultiWorkerMirroredStrategy). Outputs the trainer's output directory as the Model (SavedModel
+    under export/exporter/), validation rmse/mae as Metrics, an HTML evaluation report (predicted
+    vs actual fares, error by trip distance) and the TensorBoard log directory.
     """
     from trainer.pipeline_steps import run_train
 
@@ -40,4 +49,11 @@ def train(
         model=model,
         metrics=metrics,
         evaluation=evaluation,
+        target=target,
+        project=project,
+        region=region,
+        machine_type=machine_type,
+        replica_count=replica_count,
+        accelerator_type=accelerator_type,
+        accelerator_count=accelerator_count,
     )

@@ -29,7 +29,7 @@ def parse_params(pairs: list[str]) -> dict:
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    err_console.print("error:", message, style="red", markup=False, highlight=False)
     raise typer.Exit(code=2)
 
 

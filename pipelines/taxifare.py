@@ -33,6 +33,14 @@ def taxifare(
     learning_rate: float = 0.003,
     seed: int = 42,
     target: str = "local",
+    train_machine_type: str = "n1-standard-4",
+    train_replica_count: int = 1,
+    train_accelerator_type: str = "",
+    train_accelerator_count: int = 0,
+    serving_machine_type: str = "n1-standard-2",
+    min_replicas: int = 1,
+    max_replicas: int = 1,
+    traffic_percentage: int = 100,
     endpoint_name: str = "taxifare",
     instances_file: str = "",
     sample_size: int = 200,
@@ -65,7 +73,19 @@ def taxifare(
         hidden_units: Hidden layer sizes, space separated (the lab's --hidden_units), e.g. "64 32".
         learning_rate: Adam learning rate.
         seed: Random seed for the split sample, initialisation and shuffling.
-        target: Where to deploy and predict: "local" (a server on this machine) or "vertex".
+        target: Where to train, deploy and predict: "local" (in the task; a server on this
+            machine), "vertex" (a CustomJob and a Vertex AI endpoint) or "kfp" (in the task; a
+            Deployment + Service on the KFP cluster).
+        train_machine_type: Vertex AI machine type of the training job (target vertex).
+        train_replica_count: Training replicas (target vertex); more than one trains with
+            MultiWorkerMirroredStrategy.
+        train_accelerator_type: Accelerator of each training replica, e.g. NVIDIA_TESLA_T4; empty
+            for none (target vertex).
+        train_accelerator_count: Accelerators per training replica (target vertex).
+        serving_machine_type: Machine type of the endpoint's replicas (target vertex).
+        min_replicas: Minimum serving replicas (target vertex; the replica count for kfp).
+        max_replicas: Maximum serving replicas (target vertex).
+        traffic_percentage: Share of the endpoint's traffic the new model gets (target vertex).
         endpoint_name: Display name of the endpoint; an existing one gets the new model.
         instances_file: JSON-lines file of instances to predict; empty for a validation sample.
         sample_size: Validation rows sent to the endpoint when instances_file is empty.
@@ -98,6 +118,13 @@ def taxifare(
         hidden_units=hidden_units,
         learning_rate=learning_rate,
         seed=seed,
+        target=target,
+        project=project,
+        region=region,
+        machine_type=train_machine_type,
+        replica_count=train_replica_count,
+        accelerator_type=train_accelerator_type,
+        accelerator_count=train_accelerator_count,
     ).set_display_name("train")
 
     export_task = export(
@@ -115,6 +142,10 @@ def taxifare(
             endpoint_name=endpoint_name,
             project=project,
             region=region,
+            machine_type=serving_machine_type,
+            min_replicas=min_replicas,
+            max_replicas=max_replicas,
+            traffic_percentage=traffic_percentage,
         )
         .set_display_name("deploy")
         .set_caching_options(False)

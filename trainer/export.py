@@ -34,7 +34,10 @@ def code_version() -> str:
     """Package version plus the git commit when known (``$TAXIFARE_CODE_VERSION`` wins)."""
     if os.environ.get("TAXIFARE_CODE_VERSION"):
         return os.environ["TAXIFARE_CODE_VERSION"]
-    version = importlib_metadata.version("taxifare-pipelines")
+    try:
+        version = importlib_metadata.version("taxifare-pipelines")
+    except importlib_metadata.PackageNotFoundError:  # run from a source tree without installing
+        version = "0+unknown"
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 ValidateOutputs = namedtuple("ValidateOutputs", ["layout", "clean_rows", "bad_rows"])
 TrainOutputs = namedtuple("TrainOutputs", ["rmse", "tensorboard_dir"])
 
-TARGETS = ("local", "vertex")
+TARGETS = ("local", "vertex", "kfp")
 
 # When set, every step appends {"step", "seconds", "facts"|"error"} to this JSON-lines file, so a
 # local run can report per-step times and name the step that failed and why in one line.
@@ -159,27 +159,29 @@ def run_validate(
 # -- 3. train ----------------------------------------------------------------------------------
 @step("train")
 def run_train(
-    *, train_data, valid_data, train_steps, batch_size, hidden_units, learning_rate, seed, model, metrics, evaluation
+    *, train_data, valid_data, train_steps, batch_size, hidden_units, learning_rate, seed, model, metrics, evaluation,
+    target="local", project="", region="", machine_type="n1-standard-4", replica_count=1,
+    accelerator_type="", accelerator_count=0,
 ) -> TrainOutputs:
-    from trainer import task
-
+    """Train in this task (target local or kfp) or as a Vertex AI CustomJob (target vertex) that
+    runs the same trainer command line in the project image and writes to the Model's URI."""
+    _check_target(target)
     with tempfile.TemporaryDirectory(prefix="taxifare-train-") as workdir:
-        train_path = local_path(train_data, Path(workdir) / "train")
+        if target == "vertex":
+            from trainer import vertex
+
+            vertex.train(
+                project=project, region=region, train_data=train_data.uri, eval_data=valid_data.uri,
+                output_dir=model.uri, train_steps=train_steps, batch_size=batch_size, hidden_units=hidden_units,
+                learning_rate=learning_rate, seed=seed, machine_type=machine_type, replica_count=replica_count,
+                accelerator_type=accelerator_type, accelerator_count=accelerator_count,
+            )  # fmt: skip
+            output_dir = local_path(model, Path(workdir) / "model")
+        else:
+            output_dir = Path(model.path)
+            _train_here(train_data, valid_data, output_dir, Path(workdir), train_steps=train_steps,
+                        batch_size=batch_size, hidden_units=hidden_units, learning_rate=learning_rate, seed=seed)
         valid_path = local_path(valid_data, Path(workdir) / "valid")
-        output_dir = Path(model.path)
-        argv = [
-            "--train_data_paths", str(train_path),
-            "--eval_data_paths", str(valid_path),
-            "--output_dir", str(output_dir),
-            "--train_steps", str(train_steps),
-            "--train_batch_size", str(batch_size),
-            "--hidden_units", hidden_units,
-            "--learning_rate", str(learning_rate),
-            "--seed", str(seed),
-        ]  # fmt: skip
-        code = task.main(argv)
-        if code != 0:
-            raise RuntimeError(f"trainer exited with code {code} (arguments: {' '.join(argv)})")
         results = json.loads((output_dir / "eval_metrics.json").read_text())
         layout = schema.get_layout(results["layout"])
         evaluation_page = _evaluation_html(output_dir, valid_path, layout, results)
@@ -204,6 +206,24 @@ def run_train(
     facts = {"rmse": float(results["rmse"]), "mae": float(results["mae"]), "model": model.uri,
              "evaluation": evaluation.uri, "tensorboard": tensorboard_dir}
     return TrainOutputs(float(results["rmse"]), tensorboard_dir), facts
+
+
+def _train_here(train_data, valid_data, output_dir: Path, workdir: Path, **hyper) -> None:
+    from trainer import task
+
+    argv = [
+        "--train_data_paths", str(local_path(train_data, workdir / "train")),
+        "--eval_data_paths", str(local_path(valid_data, workdir / "valid")),
+        "--output_dir", str(output_dir),
+        "--train_steps", str(hyper["train_steps"]),
+        "--train_batch_size", str(hyper["batch_size"]),
+        "--hidden_units", hyper["hidden_units"],
+        "--learning_rate", str(hyper["learning_rate"]),
+        "--seed", str(hyper["seed"]),
+    ]  # fmt: skip
+    code = task.main(argv)
+    if code != 0:
+        raise RuntimeError(f"trainer exited with code {code} (arguments: {' '.join(argv)})")
 
 
 def _write_metrics_file(metrics) -> None:
@@ -252,7 +272,10 @@ def run_export(*, trained_model, train_data, bucket, prefix, exported_model) -> 
 
 # -- 5. deploy ---------------------------------------------------------------------------------
 @step("deploy")
-def run_deploy(*, exported_model, target, endpoint_name, project, region, endpoint) -> None:
+def run_deploy(
+    *, exported_model, target, endpoint_name, project, region, endpoint,
+    machine_type="n1-standard-2", min_replicas=1, max_replicas=1, traffic_percentage=100,
+) -> None:
     _check_target(target)
     version = exported_model.metadata.get("version", Path(exported_model.uri.rstrip("/")).name)
     if target == "local":
@@ -263,6 +286,15 @@ def run_deploy(*, exported_model, target, endpoint_name, project, region, endpoi
         endpoint.metadata.update(
             {"target": "local", "url": served.predict_url, "model_version": version, "pid": served.pid}
         )
+    elif target == "kfp":
+        from trainer import k8s
+        from trainer.config import load_settings
+
+        served = k8s.deploy_serving(
+            name=endpoint_name, model_uri=exported_model.uri, image=load_settings().image, replicas=min_replicas
+        )
+        endpoint.uri = served.url
+        endpoint.metadata.update({"target": "kfp", **served.metadata(), "model_version": version})
     else:
         from trainer import vertex
 
@@ -271,6 +303,10 @@ def run_deploy(*, exported_model, target, endpoint_name, project, region, endpoi
             display_name=endpoint_name,
             project=project,
             region=region,
+            machine_type=machine_type,
+            min_replica_count=min_replicas,
+            max_replica_count=max_replicas,
+            traffic_percentage=traffic_percentage,
         )
         endpoint.uri = deployed.endpoint_resource_name
         endpoint.metadata.update({"target": "vertex", **deployed.metadata(), "model_version": version})
@@ -293,7 +329,7 @@ def run_predict(*, endpoint, valid_data, instances_file, sample_size, batch_size
         labels = sample.labels + [None]
 
     target = endpoint.metadata.get("target", "local")
-    if target == "local":
+    if target in ("local", "kfp"):
         fares = client.predict(endpoint.metadata["url"], instances, batch_size=batch_size)
     else:
         from trainer import vertex

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
@@ -32,6 +33,8 @@ SERVING_KINDS = ("custom", "prebuilt")
 # A public endpoint rejects requests over 1.5 MB; stay well below it.
 MAX_REQUEST_BYTES = 1_000_000
 
+POLL_ENV = "TAXIFARE_VERTEX_POLL_S"
+DEFAULT_POLL_S = 30.0
 JOB_DONE_STATES = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
 
 
@@ -155,7 +158,7 @@ def run_custom_job(
     service_account: str | None = None,
     labels: dict[str, str] | None = None,
     wait: bool = True,
-    poll_interval_s: float = 30.0,
+    poll_interval_s: float | None = None,
     timeout_s: float | None = None,
     settings: Settings | None = None,
 ) -> CustomJobResult:
@@ -210,7 +213,7 @@ def train(
     accelerator_type: str = "",
     accelerator_count: int = 0,
     labels: dict[str, str] | None = None,
-    poll_interval_s: float = 30.0,
+    poll_interval_s: float | None = None,
     settings: Settings | None = None,
 ) -> CustomJobResult:
     """The trainer as a CustomJob on gs:// data, writing its OUTPUT_DIR to ``output_dir`` (gs://).
@@ -232,7 +235,9 @@ def train(
     )
 
 
-def _wait_for_job(job, poll_interval_s: float, timeout_s: float | None) -> str:
+def _wait_for_job(job, poll_interval_s: float | None, timeout_s: float | None) -> str:
+    if poll_interval_s is None:  # how often to ask Vertex AI for the job's state
+        poll_interval_s = float(os.environ.get(POLL_ENV, DEFAULT_POLL_S))
     started = time.monotonic()
     while True:
         state = job.state.name
