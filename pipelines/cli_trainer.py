@@ -21,13 +21,22 @@ def train_command(ctx: typer.Context) -> None:
 
 
 def predict_command(
-    model_dir: Path = typer.Option(..., "--model-dir", "--model_dir", help="A SavedModel, or an export/exporter folder (newest export used)."),
     json_instances: Path = typer.Option(..., "--json-instances", "--json_instances", help="One JSON instance per line, or a single JSON object."),
+    model_dir: Path | None = typer.Option(None, "--model-dir", "--model_dir", help="A SavedModel, or an export/exporter folder (newest export used)."),
+    endpoint: str | None = typer.Option(None, "--endpoint", help="Instead of a model dir: a prediction URL (the pipeline's predict step)."),
+    batch_size: int = typer.Option(100, "--batch-size", min=1, help="Instances per request (with --endpoint)."),
 ) -> None:
-    """Predict fares locally, one JSON object {"fare_amount": ...} per instance."""
+    """Predict fares locally (--model-dir) or through an endpoint (--endpoint): one JSON object
+    {"fare_amount": ...} per instance, in order."""
     from trainer import predict
 
-    code = predict.run(model_dir, json_instances)
+    if (model_dir is None) == (endpoint is None):
+        typer.echo("error: give exactly one of --model-dir and --endpoint", err=True)
+        raise typer.Exit(code=predict.EXIT_USER_ERROR)
+    if endpoint is not None:
+        code = predict.run_endpoint(endpoint, json_instances, batch_size=batch_size)
+    else:
+        code = predict.run(model_dir, json_instances)
     if code:
         raise typer.Exit(code=code)
 

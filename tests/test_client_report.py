@@ -50,7 +50,7 @@ def test_read_instances_json_lines_and_single_object(tmp_path):
 
 @pytest.mark.parametrize(
     "text, message",
-    [("", "empty"), ('{"a": 1}\nnot json\n', "line 2: not JSON"), ("[1, 2]\n", "line 1: expected a JSON object")],
+    [("", "empty"), ('{"a": 1}\nnot json\n', "line 2: not valid JSON"), ("[1, 2]\n", "line 1: expected a JSON object")],
 )
 def test_read_instances_errors_name_the_line(tmp_path, text, message):
     path = tmp_path / "bad.json"

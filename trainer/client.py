@@ -29,31 +29,14 @@ class Sample:
 
 def read_instances_file(path: str | Path) -> list[dict]:
     """JSON instances, one per line (a single pretty-printed object, like test.json, works too)."""
-    text = Path(path).read_text()
-    stripped = text.strip()
-    if not stripped:
-        raise ValueError(f"{path}: no instances (the file is empty)")
-    if stripped.startswith("{") and "\n" in stripped:
-        try:
-            return [_as_instance(json.loads(stripped), path, 1)]
-        except ValueError:
-            pass  # not one multi-line object: read it as JSON lines below
+    from trainer.predict import InstancesFileError, read_instances
+
     instances = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: line {number}: not JSON ({exc.msg})") from None
-        instances.append(_as_instance(value, path, number))
+    for number, value in read_instances(path):
+        if not isinstance(value, dict):
+            raise InstancesFileError(f"{path}: line {number}: expected a JSON object, got {type(value).__name__}")
+        instances.append(value)
     return instances
-
-
-def _as_instance(value, path, number) -> dict:
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: line {number}: expected a JSON object, got {type(value).__name__}")
-    return value
 
 
 def sample_validation_rows(csv_path: str | Path, layout: schema.Layout, size: int, seed: int = 0) -> Sample:

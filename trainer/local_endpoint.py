@@ -68,7 +68,9 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _port_free(host: str, port: int) -> bool:
+    """Whether the server could bind the port now (it binds with SO_REUSEADDR, as here)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

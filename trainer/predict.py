@@ -80,9 +80,27 @@ def run(model_dir: str | Path, instances_path: str | Path, out=None) -> int:
     except (InstancesFileError, predictor_module.ModelNotFoundError, predictor_module.ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    _write_fares(fares, out)
+    return 0
+
+
+def _write_fares(fares: list[float], out) -> None:
     for fare in fares:
         out.write(json.dumps({schema.LABEL: fare}) + "\n")
     out.flush()
+
+
+def run_endpoint(url: str, instances_path: str | Path, *, batch_size: int = 100, out=None) -> int:
+    """The same output, with the fares from a prediction endpoint (``{"instances": [...]}``)."""
+    from trainer import client
+
+    out = out or sys.stdout
+    try:
+        fares = client.predict(url, client.read_instances_file(instances_path), batch_size=batch_size)
+    except (InstancesFileError, client.EndpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    _write_fares(fares, out)
     return 0
 
 
