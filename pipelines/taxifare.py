@@ -2,12 +2,8 @@
 
 from kfp import dsl
 
-from components.deploy import deploy
-from components.export import export
-from components.ingest import ingest
-from components.predict import predict
 from components.train import train
-from components.validate import validate
+from pipelines.steps import data_steps, serving_steps
 
 PIPELINE_NAME = "taxifare"
 DEFAULT_SOURCE = "synthetic://?rows=20000&layout=lab&seed=42"
@@ -94,21 +90,16 @@ def taxifare(
     Returns:
         The RMSE of the endpoint's predictions on the labelled sample (-1 without labels).
     """
-    ingest_task = ingest(
+    _, validate_task = data_steps(
         source=source,
         bucket=bucket,
         prefix=prefix,
         valid_source=valid_source,
         valid_fraction=valid_fraction,
         project=project,
-    ).set_display_name("ingest to GCS")
-
-    validate_task = validate(
-        train_data=ingest_task.outputs["train_data"],
-        valid_data=ingest_task.outputs["valid_data"],
         max_bad_fraction=max_bad_fraction,
         smoke_steps=smoke_steps,
-    ).set_display_name("validate locally")
+    )
 
     train_task = train(
         train_data=validate_task.outputs["clean_train"],
@@ -127,39 +118,21 @@ def taxifare(
         accelerator_count=train_accelerator_count,
     ).set_display_name("train")
 
-    export_task = export(
+    predict_task = serving_steps(
         trained_model=train_task.outputs["model"],
-        train_data=validate_task.outputs["clean_train"],
+        validate_task=validate_task,
         bucket=bucket,
         prefix=prefix,
-    ).set_display_name("export model")
-
-    # An endpoint is a live thing outside the pipeline: never reuse a cached deploy or predict.
-    deploy_task = (
-        deploy(
-            exported_model=export_task.outputs["exported_model"],
-            target=target,
-            endpoint_name=endpoint_name,
-            project=project,
-            region=region,
-            machine_type=serving_machine_type,
-            min_replicas=min_replicas,
-            max_replicas=max_replicas,
-            traffic_percentage=traffic_percentage,
-        )
-        .set_display_name("deploy")
-        .set_caching_options(False)
-    )
-
-    predict_task = (
-        predict(
-            endpoint=deploy_task.outputs["endpoint"],
-            valid_data=validate_task.outputs["clean_valid"],
-            instances_file=instances_file,
-            sample_size=sample_size,
-            batch_size=predict_batch_size,
-        )
-        .set_display_name("predict")
-        .set_caching_options(False)
+        target=target,
+        endpoint_name=endpoint_name,
+        project=project,
+        region=region,
+        instances_file=instances_file,
+        sample_size=sample_size,
+        predict_batch_size=predict_batch_size,
+        machine_type=serving_machine_type,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        traffic_percentage=traffic_percentage,
     )
     return predict_task.outputs["Output"]

@@ -9,13 +9,9 @@ from kfp import dsl
 
 from components.champion import champion
 from components.check_trials import check_trials
-from components.deploy import deploy
-from components.export import export
-from components.ingest import ingest
-from components.predict import predict
 from components.select_best import select_best
 from components.train import train
-from components.validate import validate
+from pipelines.steps import data_steps, serving_steps
 from pipelines.taxifare import DEFAULT_SOURCE
 
 PIPELINE_NAME = "taxifare-sweep"
@@ -102,25 +98,17 @@ def taxifare_sweep(
     # A bad hyperparameter set fails the run before any data is copied or any model trained.
     trials_task = check_trials(trials=trials, seed=seed).set_display_name("check hyperparameter sets")
 
-    ingest_task = (
-        ingest(
-            source=source,
-            bucket=bucket,
-            prefix=prefix,
-            valid_source=valid_source,
-            valid_fraction=valid_fraction,
-            project=project,
-        )
-        .set_display_name("ingest to GCS")
-        .after(trials_task)
-    )
-
-    validate_task = validate(
-        train_data=ingest_task.outputs["train_data"],
-        valid_data=ingest_task.outputs["valid_data"],
+    ingest_task, validate_task = data_steps(
+        source=source,
+        bucket=bucket,
+        prefix=prefix,
+        valid_source=valid_source,
+        valid_fraction=valid_fraction,
+        project=project,
         max_bad_fraction=max_bad_fraction,
         smoke_steps=smoke_steps,
-    ).set_display_name("validate locally")
+    )
+    ingest_task.after(trials_task)
 
     with dsl.ParallelFor(trials_task.output, parallelism=MAX_PARALLEL_TRAININGS, name="trainings") as trial:
         train_task = train(
@@ -158,32 +146,17 @@ def taxifare_sweep(
     )
 
     with dsl.If(champion_task.outputs["Output"] == "deploy", name="challenger-wins"):
-        export_task = export(
+        serving_steps(
             trained_model=select_task.outputs["best_model"],
-            train_data=validate_task.outputs["clean_train"],
+            validate_task=validate_task,
             bucket=bucket,
             prefix=prefix,
-        ).set_display_name("export model")
-        deploy_task = (
-            deploy(
-                exported_model=export_task.outputs["exported_model"],
-                target=target,
-                endpoint_name=endpoint_name,
-                project=project,
-                region=region,
-            )
-            .set_display_name("deploy")
-            .set_caching_options(False)
-        )
-        (
-            predict(
-                endpoint=deploy_task.outputs["endpoint"],
-                valid_data=validate_task.outputs["clean_valid"],
-                instances_file=instances_file,
-                sample_size=sample_size,
-                batch_size=predict_batch_size,
-            )
-            .set_display_name("predict")
-            .set_caching_options(False)
+            target=target,
+            endpoint_name=endpoint_name,
+            project=project,
+            region=region,
+            instances_file=instances_file,
+            sample_size=sample_size,
+            predict_batch_size=predict_batch_size,
         )
     return champion_task.outputs["Output"]

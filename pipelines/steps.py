@@ -1,0 +1,74 @@
+"""Pieces of pipeline graph that both pipelines use: the data steps and the serving steps."""
+
+from components.deploy import deploy
+from components.export import export
+from components.ingest import ingest
+from components.predict import predict
+from components.validate import validate
+
+
+def data_steps(*, source, bucket, prefix, valid_source, valid_fraction, project, max_bad_fraction, smoke_steps):
+    """ingest → validate; returns both tasks."""
+    ingest_task = ingest(
+        source=source,
+        bucket=bucket,
+        prefix=prefix,
+        valid_source=valid_source,
+        valid_fraction=valid_fraction,
+        project=project,
+    ).set_display_name("ingest to GCS")
+    validate_task = validate(
+        train_data=ingest_task.outputs["train_data"],
+        valid_data=ingest_task.outputs["valid_data"],
+        max_bad_fraction=max_bad_fraction,
+        smoke_steps=smoke_steps,
+    ).set_display_name("validate locally")
+    return ingest_task, validate_task
+
+
+def serving_steps(
+    *,
+    trained_model,
+    validate_task,
+    bucket,
+    prefix,
+    target,
+    endpoint_name,
+    project,
+    region,
+    instances_file,
+    sample_size,
+    predict_batch_size,
+    **deploy_options,
+):
+    """export → deploy → predict for one trained model; returns the predict task."""
+    export_task = export(
+        trained_model=trained_model,
+        train_data=validate_task.outputs["clean_train"],
+        bucket=bucket,
+        prefix=prefix,
+    ).set_display_name("export model")
+    # An endpoint is a live thing outside the pipeline: never reuse a cached deploy or predict.
+    deploy_task = (
+        deploy(
+            exported_model=export_task.outputs["exported_model"],
+            target=target,
+            endpoint_name=endpoint_name,
+            project=project,
+            region=region,
+            **deploy_options,
+        )
+        .set_display_name("deploy")
+        .set_caching_options(False)
+    )
+    return (
+        predict(
+            endpoint=deploy_task.outputs["endpoint"],
+            valid_data=validate_task.outputs["clean_valid"],
+            instances_file=instances_file,
+            sample_size=sample_size,
+            batch_size=predict_batch_size,
+        )
+        .set_display_name("predict")
+        .set_caching_options(False)
+    )
