@@ -9,6 +9,7 @@ nothing is written to the bucket.
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 from collections import Counter
@@ -110,8 +111,6 @@ def _clean_out(checked) -> Counter:
 
 
 def _quarantined(checked) -> Counter:
-    import base64
-
     out = Counter()
     for line in Path(checked.quarantine).read_text().splitlines():
         entry = json.loads(line)
