@@ -177,6 +177,7 @@ def _audit(audit: str, service: str, out: Path) -> tuple[dict | None, str]:
     return report, ""
 
 
+@pytest.mark.network
 def test_pip_audit_reports_nothing_unfixed_in_the_lockfile(tmp_path):
     """pip-audit over requirements.lock. A vulnerability service that cannot be reached fails the
     test with that reason: an audit that could not look is not a clean audit."""
