@@ -27,6 +27,8 @@ def train(
     replica_count: int = 1,
     accelerator_type: str = "",
     accelerator_count: int = 0,
+    embedding_dim: int = 0,
+    towers: int = 5,
 ) -> NamedTuple("TrainOutputs", [("rmse", float), ("tensorboard_dir", str)]):
     """Trains the taxifare model with the trainer package's own command line.
 
@@ -34,7 +36,9 @@ def train(
     (machine_type, replica_count, accelerator_*; more than one replica trains with
     MultiWorkerMirroredStrategy). Outputs the trainer's output directory as the Model (SavedModel
     under export/exporter/), validation rmse/mae as Metrics, an HTML evaluation report (predicted
-    vs actual fares, error by trip distance) and the TensorBoard log directory.
+    vs actual fares, error by trip distance) and the TensorBoard log directory. Feature switches:
+    embedding_dim turns the learned pickup/dropoff grid-cell embeddings on (> 0) or off (0);
+    towers is the number of averaged DNN heads.
     """
     from trainer.pipeline_steps import run_train
 
@@ -56,4 +60,6 @@ def train(
         replica_count=replica_count,
         accelerator_type=accelerator_type,
         accelerator_count=accelerator_count,
+        embedding_dim=embedding_dim,
+        towers=towers,
     )

@@ -24,6 +24,7 @@ DEFAULT_TRIALS = [
     {"hidden_units": "128 64 32", "learning_rate": 0.003, "batch_size": 512, "train_steps": 3000},
     {"hidden_units": "64 32", "learning_rate": 0.01, "batch_size": 256, "train_steps": 3000},
     {"hidden_units": "32 16", "learning_rate": 0.001, "batch_size": 1024, "train_steps": 3000},
+    {"hidden_units": "64 32", "learning_rate": 0.003, "batch_size": 512, "train_steps": 3000, "embedding_dim": 8},
 ]
 
 
@@ -77,9 +78,10 @@ def taxifare_sweep(
         max_bad_fraction: Fail validation when more than this share of rows is malformed or implausible.
         smoke_steps: Training steps of the validation smoke run.
         trials: The hyperparameter sets to train, a list of dicts with keys hidden_units (e.g.
-            "64 32"), learning_rate, batch_size, train_steps and optionally seed; omitted keys
-            take these defaults: hidden_units "64 32", learning_rate 0.003, batch_size 512,
-            train_steps 3000.
+            "64 32"), learning_rate, batch_size, train_steps, the feature switches embedding_dim
+            (learned grid-cell embeddings: 0 off, > 0 their size) and towers (averaged DNN heads),
+            and optionally seed; omitted keys take these defaults: hidden_units "64 32",
+            learning_rate 0.003, batch_size 512, train_steps 3000, embedding_dim 0, towers 5.
         seed: Random seed of every set that does not name its own.
         min_improvement: Deploy the best model only when its RMSE is at least this much lower
             than the RMSE of the model the endpoint serves now (0: deploy when not worse).
@@ -119,6 +121,8 @@ def taxifare_sweep(
             hidden_units=trial.hidden_units,
             learning_rate=trial.learning_rate,
             seed=trial.seed,
+            embedding_dim=trial.embedding_dim,
+            towers=trial.towers,
         ).set_display_name("train")
 
     select_task = select_best(

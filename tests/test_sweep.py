@@ -22,7 +22,7 @@ def test_trials_are_completed_with_defaults_and_exact_types():
         [{"hidden_units": "64,32", "train_steps": 300.0}, {"hidden_units": [8, 4], "learning_rate": 1}], seed=7
     )
     assert checked[0] == {"hidden_units": "64 32", "learning_rate": 0.003, "batch_size": 512, "train_steps": 300,
-                          "seed": 7}
+                          "embedding_dim": 0, "towers": 5, "seed": 7}
     assert isinstance(checked[0]["train_steps"], int)  # 300.0 (a JSON/protobuf number) becomes 300
     assert checked[1]["hidden_units"] == "8 4" and checked[1]["learning_rate"] == 1.0
 
@@ -201,7 +201,7 @@ def test_decision_markdown_records_the_decision_and_both_figures():
     assert "**Deploy the challenger**" in text
     assert "3.2500" in text and "4.5000" in text and "min_improvement: 0.5" in text
     assert "same 300 clean validation rows" in text and "gs://b/p/models/1" in text
-    assert "| 1 | 1 | — | — | — | 300 | 3.1000 | succeeded |" in text  # the sweep table, best first
+    assert "| 1 | 1 | — | — | — | 300 | — | — | 3.1000 | succeeded |" in text  # the sweep table, best first
 
 
 # -- CSV and PNG -------------------------------------------------------------------------------

@@ -88,3 +88,40 @@ def test_taxifare_train_usage_error_exit_code():
 
     result = CliRunner().invoke(app, ["train", "--train_steps=-1"])
     assert result.exit_code == 2
+
+
+def test_feature_switch_defaults_agree_across_trainer_component_and_sweep():
+    """The train component and the sweep's hyperparameter sets default to the trainer's own values."""
+    import inspect
+
+    from components.train import train
+    from trainer import model, sweep
+
+    component = inspect.signature(train.python_func).parameters
+    assert component["embedding_dim"].default == model.DEFAULT_EMBEDDING_DIM
+    assert component["towers"].default == model.DEFAULT_TOWERS
+    assert sweep.HyperParams().embedding_dim == model.DEFAULT_EMBEDDING_DIM
+    assert sweep.HyperParams().towers == model.DEFAULT_TOWERS
+
+
+def test_feature_switches_reach_the_model(lab_csvs, tmp_path):
+    import json
+
+    from trainer import task
+
+    train, valid = lab_csvs
+    out = tmp_path / "out"
+    code = task.main([
+        "--train_data_paths", str(train), "--eval_data_paths", str(valid), "--output_dir", str(out),
+        "--train_steps", "20", "--embedding_dim", "4", "--towers", "2",
+    ])  # fmt: skip
+    assert code == 0
+    metrics = json.loads((out / "eval_metrics.json").read_text())
+    assert metrics["rmse"] > 0
+    (export,) = (out / "export" / "exporter").iterdir()
+    import tensorflow as tf
+
+    variables = [v.name for v in tf.saved_model.load(str(export)).variables]
+    assert any("embedding" in name for name in variables), variables[:20]
+    assert task.main(["--train_data_paths", str(train), "--eval_data_paths", str(valid),
+                      "--output_dir", str(out), "--embedding_dim", "-1"]) == 2

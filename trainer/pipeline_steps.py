@@ -161,7 +161,7 @@ def run_validate(
 def run_train(
     *, train_data, valid_data, train_steps, batch_size, hidden_units, learning_rate, seed, model, metrics, evaluation,
     target="local", project="", region="", machine_type="n1-standard-4", replica_count=1,
-    accelerator_type="", accelerator_count=0,
+    accelerator_type="", accelerator_count=0, embedding_dim=None, towers=None,
 ) -> TrainOutputs:
     """Train in this task (target local or kfp) or as a Vertex AI CustomJob (target vertex) that
     runs the same trainer command line in the project image and writes to the Model's URI."""
@@ -175,12 +175,14 @@ def run_train(
                 output_dir=model.uri, train_steps=train_steps, batch_size=batch_size, hidden_units=hidden_units,
                 learning_rate=learning_rate, seed=seed, machine_type=machine_type, replica_count=replica_count,
                 accelerator_type=accelerator_type, accelerator_count=accelerator_count,
+                embedding_dim=embedding_dim, towers=towers,
             )  # fmt: skip
             output_dir = local_path(model, Path(workdir) / "model")
         else:
             output_dir = Path(model.path)
             _train_here(train_data, valid_data, output_dir, Path(workdir), train_steps=train_steps,
-                        batch_size=batch_size, hidden_units=hidden_units, learning_rate=learning_rate, seed=seed)
+                        batch_size=batch_size, hidden_units=hidden_units, learning_rate=learning_rate, seed=seed,
+                        embedding_dim=embedding_dim, towers=towers)
         valid_path = local_path(valid_data, Path(workdir) / "valid")
         results = json.loads((output_dir / "eval_metrics.json").read_text())
         layout = schema.get_layout(results["layout"])
@@ -221,6 +223,9 @@ def _train_here(train_data, valid_data, output_dir: Path, workdir: Path, **hyper
         "--learning_rate", str(hyper["learning_rate"]),
         "--seed", str(hyper["seed"]),
     ]  # fmt: skip
+    for switch in ("embedding_dim", "towers"):  # None: the trainer's default
+        if hyper.get(switch) is not None:
+            argv += [f"--{switch}", str(hyper[switch])]
     code = task.main(argv)
     if code != 0:
         raise RuntimeError(f"trainer exited with code {code} (arguments: {' '.join(argv)})")

@@ -115,6 +115,8 @@ class HyperParams(BaseModel):
     learning_rate: Annotated[Float, Field(gt=0, le=10)] = 0.003
     batch_size: Annotated[Int, Field(gt=0)] = 512
     train_steps: Annotated[Int, Field(gt=0)] = 3000
+    embedding_dim: Annotated[Int, Field(ge=0)] = 0  # feature switch: grid-cell embeddings off (0) or on
+    towers: Annotated[Int, Field(gt=0)] = 5
     seed: Int = 42
 
 
@@ -128,13 +130,16 @@ TRAINER_FLAGS = {
     "learning_rate": "learning_rate",
     "batch_size": "train_batch_size",
     "train_steps": "train_steps",
+    "embedding_dim": "embedding_dim",
+    "towers": "towers",
     "seed": "seed",
 }
 
 
 def tuner_parameters() -> dict[str, tuple[Any, Any]]:
     """name → (type, default) of what a hyperparameter-tuning grid may name (the trainer's knobs)."""
-    kinds = {"hidden_units": str, "learning_rate": float, "batch_size": int, "train_steps": int, "seed": int}
+    kinds = {"hidden_units": str, "learning_rate": float, "batch_size": int, "train_steps": int,
+             "embedding_dim": int, "towers": int, "seed": int}
     return {name: (kinds[name], HyperParams.model_fields[name].default) for name in HPARAM_NAMES}
 
 

@@ -40,6 +40,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -65,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--learning_rate", type=_positive_float, default=model.DEFAULT_LEARNING_RATE)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--embedding_dim", type=_non_negative_int, default=model.DEFAULT_EMBEDDING_DIM,
+        help="feature switch: size of the learned pickup/dropoff grid-cell embeddings (0 = off)",
+    )  # fmt: skip
+    p.add_argument(
+        "--towers", type=_positive_int, default=model.DEFAULT_TOWERS,
+        help="independently trained DNN heads whose fares are averaged (1 = a single DNN)",
+    )  # fmt: skip
     p.add_argument("--layout", choices=("auto", *schema.LAYOUTS), default="auto")
     p.add_argument(
         "--eval_steps", type=_positive_int, default=None,
@@ -95,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             layout=args.layout,
             eval_steps=args.eval_steps,
+            embedding_dim=args.embedding_dim,
+            towers=args.towers,
         )
     except (data.MalformedRowError, data.DataError, schema.LayoutError) as exc:
         log.error("%s", exc)

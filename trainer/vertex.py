@@ -81,9 +81,11 @@ def trainer_args(
     learning_rate: float,
     seed: int,
     layout: str = "auto",
+    embedding_dim: int | None = None,
+    towers: int | None = None,
 ) -> list[str]:
     """The trainer's command line (the lab's flags) with gs:// locations as their /gcs/ mounts."""
-    return [
+    args = [
         "--train_data_paths", gcs_fuse_path(train_data),
         "--eval_data_paths", gcs_fuse_path(eval_data),
         "--output_dir", gcs_fuse_path(output_dir),
@@ -94,6 +96,10 @@ def trainer_args(
         "--seed", str(seed),
         "--layout", layout,
     ]  # fmt: skip
+    for name, value in (("embedding_dim", embedding_dim), ("towers", towers)):  # None: the trainer's default
+        if value is not None:
+            args += [f"--{name}", str(value)]
+    return args
 
 
 def worker_pool_specs(
@@ -207,6 +213,8 @@ def train(
     hidden_units: str,
     learning_rate: float,
     seed: int,
+    embedding_dim: int | None = None,
+    towers: int | None = None,
     display_name: str = "taxifare-train",
     machine_type: str = "n1-standard-4",
     replica_count: int = 1,
@@ -226,7 +234,8 @@ def train(
             raise ValueError(f"{name} must be a gs:// URI a Vertex AI job can read, got {uri!r}")
     settings = settings or load_settings()
     args = trainer_args(train_data=train_data, eval_data=eval_data, output_dir=output_dir, train_steps=train_steps,
-                        batch_size=batch_size, hidden_units=hidden_units, learning_rate=learning_rate, seed=seed)
+                        batch_size=batch_size, hidden_units=hidden_units, learning_rate=learning_rate, seed=seed,
+                        embedding_dim=embedding_dim, towers=towers)
     return run_custom_job(
         project=project, region=region, display_name=display_name, args=args,
         staging_bucket=settings.staging_bucket, base_output_dir=output_dir.rstrip("/") + "/job",
