@@ -20,7 +20,7 @@ def train(
     model: Output[Model],
     metrics: Output[Metrics],
     evaluation: Output[HTML],
-    target: str = "local",
+    runner: str = "task",
     project: str = "",
     region: str = "",
     machine_type: str = "n1-standard-4",
@@ -32,8 +32,8 @@ def train(
 ) -> NamedTuple("TrainOutputs", [("rmse", float), ("tensorboard_dir", str)]):
     """Trains the taxifare model with the trainer package's own command line.
 
-    target local/kfp: in this task. target vertex: as a Vertex AI CustomJob in the project image
-    (machine_type, replica_count, accelerator_*; more than one replica trains with
+    runner task: in this pipeline task. runner vertex: as a Vertex AI CustomJob in the project
+    image (machine_type, replica_count, accelerator_*; more than one replica trains with
     MultiWorkerMirroredStrategy). Outputs the trainer's output directory as the Model (SavedModel
     under export/exporter/), validation rmse/mae as Metrics, an HTML evaluation report (predicted
     vs actual fares, error by trip distance) and the TensorBoard log directory. Feature switches:
@@ -53,7 +53,7 @@ def train(
         model=model,
         metrics=metrics,
         evaluation=evaluation,
-        target=target,
+        runner=runner,
         project=project,
         region=region,
         machine_type=machine_type,

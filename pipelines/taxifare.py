@@ -29,6 +29,7 @@ def taxifare(
     learning_rate: float = 0.003,
     seed: int = 42,
     target: str = "local",
+    train_runner: str = "task",
     train_machine_type: str = "n1-standard-4",
     train_replica_count: int = 1,
     train_accelerator_type: str = "",
@@ -69,15 +70,16 @@ def taxifare(
         hidden_units: Hidden layer sizes, space separated (the lab's --hidden_units), e.g. "64 32".
         learning_rate: Adam learning rate.
         seed: Random seed for the split sample, initialisation and shuffling.
-        target: Where to train, deploy and predict: "local" (in the task; a server on this
-            machine), "vertex" (a CustomJob and a Vertex AI endpoint) or "kfp" (in the task; a
-            Deployment + Service on the KFP cluster).
-        train_machine_type: Vertex AI machine type of the training job (target vertex).
-        train_replica_count: Training replicas (target vertex); more than one trains with
+        target: Where to deploy and predict: "local" (a server on this machine), "vertex" (a
+            Vertex AI endpoint) or "kfp" (a Deployment + Service on the KFP cluster).
+        train_runner: Where to train: "task" (inside the pipeline's train task) or "vertex" (a
+            Vertex AI CustomJob in the project image, on Vertex AI Pipelines).
+        train_machine_type: Machine type of the training job (train_runner vertex).
+        train_replica_count: Training replicas (train_runner vertex); more than one trains with
             MultiWorkerMirroredStrategy.
         train_accelerator_type: Accelerator of each training replica, e.g. NVIDIA_TESLA_T4; empty
-            for none (target vertex).
-        train_accelerator_count: Accelerators per training replica (target vertex).
+            for none (train_runner vertex).
+        train_accelerator_count: Accelerators per training replica (train_runner vertex).
         serving_machine_type: Machine type of the endpoint's replicas (target vertex).
         min_replicas: Minimum serving replicas (target vertex; the replica count for kfp).
         max_replicas: Maximum serving replicas (target vertex).
@@ -109,7 +111,7 @@ def taxifare(
         hidden_units=hidden_units,
         learning_rate=learning_rate,
         seed=seed,
-        target=target,
+        runner=train_runner,
         project=project,
         region=region,
         machine_type=train_machine_type,

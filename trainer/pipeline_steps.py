@@ -28,6 +28,7 @@ ValidateOutputs = namedtuple("ValidateOutputs", ["layout", "clean_rows", "bad_ro
 TrainOutputs = namedtuple("TrainOutputs", ["rmse", "tensorboard_dir"])
 
 TARGETS = ("local", "vertex", "kfp")
+TRAIN_RUNNERS = ("task", "vertex")
 
 # When set, every step appends {"step", "seconds", "facts"|"error"} to this JSON-lines file, so a
 # local run can report per-step times and name the step that failed and why in one line.
@@ -160,14 +161,15 @@ def run_validate(
 @step("train")
 def run_train(
     *, train_data, valid_data, train_steps, batch_size, hidden_units, learning_rate, seed, model, metrics, evaluation,
-    target="local", project="", region="", machine_type="n1-standard-4", replica_count=1,
+    runner="task", project="", region="", machine_type="n1-standard-4", replica_count=1,
     accelerator_type="", accelerator_count=0, embedding_dim=None, towers=None,
 ) -> TrainOutputs:
-    """Train in this task (target local or kfp) or as a Vertex AI CustomJob (target vertex) that
-    runs the same trainer command line in the project image and writes to the Model's URI."""
-    _check_target(target)
+    """Train in this task (runner task) or as a Vertex AI CustomJob (runner vertex) that runs the
+    same trainer command line in the project image and writes to the Model's URI."""
+    if runner not in TRAIN_RUNNERS:
+        raise ValueError(f"train runner={runner!r}: expected one of {', '.join(TRAIN_RUNNERS)}")
     with tempfile.TemporaryDirectory(prefix="taxifare-train-") as workdir:
-        if target == "vertex":
+        if runner == "vertex":
             from trainer import vertex
 
             vertex.train(
