@@ -80,7 +80,7 @@ def _print_summary(summary) -> None:
     table = Table(title=f"taxifare local run — {summary.wall_s:.1f} s")
     table.add_column("step")
     table.add_column("wall s", justify="right")
-    table.add_column("overhead s", justify="right")
+    table.add_column("start+exit s", justify="right")  # wall minus time in the step's own function
     table.add_column("facts")
     for name in ("ingest", "validate", "train", "export", "deploy", "predict"):
         timing = summary.steps.get(name)

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,6 +126,8 @@ def run_local(
         os.environ["TAXIFARE_STATE_DIR"] = str(workdir / "state")
         os.environ[STEP_LOG_ENV] = str(step_log)
         emulator.create_bucket(bucket)
+        # kfp.local says, per task, that the UI display name means nothing locally; we know.
+        warnings.filterwarnings("ignore", message=r".*have no effect in the current local runner")
         local.init(
             runner=runner or local.SubprocessRunner(use_venv=False),
             pipeline_root=str(pipeline_root),
