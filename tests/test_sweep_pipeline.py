@@ -179,7 +179,7 @@ def test_champion_step_measures_the_served_model_through_its_endpoint(lab_model_
 
     verdict, metrics, report = decide("alone", 0.5)
     assert verdict == "deploy" and "champion_rmse" not in metrics and metrics["deploy"] == 1
-    assert "no model is being served" in report and "| 1 | 0 | 32 16 | 0.0030 | 256 | 50 | 5.0000 | succeeded |" in report
+    assert "no model is being served" in report and "| 1 | 0 | 32 16 | 0.0030 | 256 | 50 | 0 | 5 | 5.0000 | succeeded |" in report
 
     local_endpoint.deploy(str(lab_model_dir), "champ")  # the same model now serves: no gain
     try:
