@@ -148,7 +148,7 @@ def run_validate(
         Path(report.path).parent.mkdir(parents=True, exist_ok=True)
         Path(report.path).write_text(result.report_markdown)
 
-    counts = {"layout": result.layout, "rows": result.total_rows, "clean_rows": result.clean_rows}
+    counts = {"layout": result.layout, "clean_rows": result.clean_rows}
     clean_train.metadata.update({**counts, "split": "train", "rows": result.clean_train_rows})
     clean_valid.metadata.update({**counts, "split": "valid", "rows": result.clean_valid_rows})
     quarantine.metadata.update({"rows": result.bad_rows, "reasons": result.bad_by_reason})
@@ -169,6 +169,7 @@ def run_train(
     if runner not in TRAIN_RUNNERS:
         raise ValueError(f"train runner={runner!r}: expected one of {', '.join(TRAIN_RUNNERS)}")
     with tempfile.TemporaryDirectory(prefix="taxifare-train-") as workdir:
+        valid_path = local_path(valid_data, Path(workdir) / "valid")  # trainer eval and the HTML report
         if runner == "vertex":
             from trainer import vertex
 
@@ -182,10 +183,10 @@ def run_train(
             output_dir = local_path(model, Path(workdir) / "model")
         else:
             output_dir = Path(model.path)
-            _train_here(train_data, valid_data, output_dir, Path(workdir), train_steps=train_steps,
-                        batch_size=batch_size, hidden_units=hidden_units, learning_rate=learning_rate, seed=seed,
+            train_path = local_path(train_data, Path(workdir) / "train")
+            _train_here(train_path, valid_path, output_dir, train_steps=train_steps, batch_size=batch_size,
+                        hidden_units=hidden_units, learning_rate=learning_rate, seed=seed,
                         embedding_dim=embedding_dim, towers=towers)
-        valid_path = local_path(valid_data, Path(workdir) / "valid")
         results = json.loads((output_dir / "eval_metrics.json").read_text())
         layout = schema.get_layout(results["layout"])
         evaluation_page = _evaluation_html(output_dir, valid_path, layout, results)
@@ -212,12 +213,12 @@ def run_train(
     return TrainOutputs(float(results["rmse"]), tensorboard_dir), facts
 
 
-def _train_here(train_data, valid_data, output_dir: Path, workdir: Path, **hyper) -> None:
+def _train_here(train_path: Path, valid_path: Path, output_dir: Path, **hyper) -> None:
     from trainer import task
 
     argv = [
-        "--train_data_paths", str(local_path(train_data, workdir / "train")),
-        "--eval_data_paths", str(local_path(valid_data, workdir / "valid")),
+        "--train_data_paths", str(train_path),
+        "--eval_data_paths", str(valid_path),
         "--output_dir", str(output_dir),
         "--train_steps", str(hyper["train_steps"]),
         "--train_batch_size", str(hyper["batch_size"]),
