@@ -37,7 +37,7 @@ def test_deploy_predict_replace_stop(state_dir, lab_model_dir, dated_model_dir, 
     # A second deploy under the same name replaces the model and keeps the port.
     second = local_endpoint.deploy(str(dated_model_dir), "test-endpoint")
     assert second.port == first.port and second.pid != first.pid
-    assert not psutil_alive(first.pid)
+    assert not local_endpoint._pid_alive(first.pid)
     metadata = requests.get(second.base_url + "/v1/models/taxifare", timeout=5).json()
     assert "pickup_datetime" in json.dumps(metadata)
 
@@ -63,7 +63,3 @@ def test_predict_cli_names_the_endpoint_error(state_dir, lab_model_dir, tmp_path
 def test_endpoint_names_are_plain():
     with pytest.raises(ValueError, match="plain, non-empty name"):
         local_endpoint.get("../etc")
-
-
-def psutil_alive(pid: int) -> bool:
-    return local_endpoint._pid_alive(pid)
