@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -201,3 +203,52 @@ def test_header_and_encoding_errors(tmp_path):
     crlf.write_bytes(("\r\n".join(LAB_LINES) + "\r\n").encode())
     scan = data.scan_files([str(crlf)])
     assert scan.rows == 3 and _rows(scan)[schema.LABEL] == [12.0, 4.5, 45.0]
+
+
+def _row_keys(columns: dict) -> list[tuple]:
+    """Rows as tuples of float32 numbers, label first (the synthetic rows differ in their coordinates)."""
+    names = [schema.LABEL, *schema.LAB.serving_fields]
+    return list(zip(*(np.asarray(columns[k], np.float32).tolist() for k in names)))
+
+
+def _line_keys(lines: list[str]) -> list[tuple]:
+    """The same tuples computed from CSV lines in Python (float64 parse, then float32, as decode_csv + cast)."""
+    return [tuple(np.float32(float(v)).item() for v in line.split(",")[:6]) for line in lines]
+
+
+@pytest.mark.parametrize(
+    "header,line_end,final_newline",
+    [(False, "\n", True), (True, "\n", False), (True, "\r\n", True), (False, "\r\n", False)],
+)
+def test_chunked_reading_keeps_every_row_once(tmp_path, header, line_end, final_newline):
+    """Chunks cut on line boundaries: one pass yields the file's rows, in order, each once."""
+    source = synth.write_csv(tmp_path / "s.csv", 3000, layout="lab", seed=7, header=header)
+    lines = source.read_text().splitlines()
+    path = tmp_path / "chunked.csv"
+    path.write_bytes((line_end.join(lines) + (line_end if final_newline else "")).encode())
+    scan = data.scan_files([str(path)], chunk_bytes=1000)
+    file_scan = scan.files[0]
+    assert len(file_scan.chunks) > 100 and file_scan.crlf is (line_end == "\r\n")
+    assert file_scan.size == path.stat().st_size
+    offsets = [o for o, _ in file_scan.chunks]
+    assert offsets[0] == (len(lines[0]) + len(line_end) if header else 0)
+    assert all(o + n == nxt for (o, n), nxt in zip(file_scan.chunks, offsets[1:]))  # contiguous, no gap
+    assert offsets[-1] + file_scan.chunks[-1][1] == file_scan.size
+
+    data_lines = lines[1:] if header else lines
+    # Evaluation: every parseable row, in file order.
+    assert _row_keys(_rows(scan)) == _line_keys(data_lines)
+
+    # Training: one pass's worth of rows is each plausible row exactly once, and mixed.
+    plausible = [line for line in data_lines if schema.check_row(line.split(","), schema.LAB)[0] is None]
+    assert len(plausible) == scan.plausible < len(data_lines)
+    ds = data.make_dataset(scan, 64, training=True, cache=False, seed=3, shuffle_buffer=64)
+    seen: list[tuple] = []
+    for features, label in ds:
+        assert label.shape[0] == 64  # full batches although implausible rows were dropped
+        seen.extend(_row_keys({**features, schema.LABEL: label}))
+        if len(seen) >= len(plausible):
+            break
+    first_pass = seen[: len(plausible)]
+    assert Counter(first_pass) == Counter(_line_keys(plausible))
+    assert first_pass != _line_keys(plausible)  # not in file order

@@ -6,10 +6,13 @@ Two passes over each file:
    ``schema.detect_layout``, checks every line with ``schema.check_row``, stops on the first
    malformed line with a ``MalformedRowError`` naming file, line number and reason, and counts
    implausible rows by reason. Training never starts on a file that would fail mid-way.
-2. ``make_dataset`` — the streaming pipeline: one ``TextLineDataset`` per file (header skipped,
-   lines batched inside the file's dataset, files interleaved) → ``tf.io.decode_csv`` in
-   parallel → implausible rows dropped (the same rules as ``schema.check_values``, evaluated
-   on float64 values so both passes agree) → optional cache → shuffle/repeat → prefetch.
+2. ``make_dataset`` — the streaming pipeline. The scan also cuts each file into chunks of
+   about ``CHUNK_BYTES`` that end on a line boundary (header excluded), so tf.data reads whole
+   chunks (one ``FixedLengthRecordDataset`` record each) and splits them into lines with one
+   vectorised op instead of handling every line as a dataset element → ``tf.io.decode_csv``
+   on the chunk's lines, in parallel → implausible rows dropped (the same rules as
+   ``schema.check_values``, evaluated on float64 values so both passes agree) → rows cut into
+   batches (``rebatch``) → optional cache → shuffle/repeat → prefetch.
    Each element is ``(features, label)`` where features maps the layout's raw serving fields to
    float32 tensors (``pickup_datetime`` stays a string), exactly what the exported model takes.
 """
@@ -31,7 +34,7 @@ from trainer.schema import Layout
 log = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
-DECODE_BATCH = 4096  # lines decoded per decode_csv call when the parsed rows are cached
+CHUNK_BYTES = 1 << 20  # bytes of whole lines read, split and decoded at once
 
 
 class MalformedRowError(ValueError):
@@ -55,6 +58,9 @@ class FileScan:
     has_header: bool
     rows: int = 0  # data lines (header excluded)
     dropped: Counter = field(default_factory=Counter)  # implausible rows by reason
+    size: int = 0  # bytes
+    chunks: list[tuple[int, int]] = field(default_factory=list)  # (offset, length) of whole data lines
+    crlf: bool = False  # some line ends with "\r\n"
 
     @property
     def plausible(self) -> int:
@@ -103,33 +109,65 @@ def expand_paths(spec: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(paths))
 
 
-def scan_file(path: str, layout: Layout | None = None) -> FileScan:
-    """Check every line of one CSV file; raise MalformedRowError on the first bad one."""
+def _raw_lines(path: str):
+    """The lines of a file as exact bytes (line end included), read in large blocks.
+
+    GFile's own line iteration drops the "\r" of "\r\n", so byte offsets are counted here.
+    """
+    rest = b""
+    with tf.io.gfile.GFile(path, "rb") as f:
+        while block := f.read(CHUNK_BYTES):
+            lines = (rest + block).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                yield line + b"\n"
+    if rest:
+        yield rest
+
+
+def scan_file(path: str, layout: Layout | None = None, chunk_bytes: int = CHUNK_BYTES) -> FileScan:
+    """Check every line of one CSV file; raise MalformedRowError on the first bad one.
+
+    Also records where the chunks of about ``chunk_bytes`` whole data lines start and end.
+    """
     check_row = schema.check_row
     malformed = set(schema.MALFORMED_REASONS)
     scan: FileScan | None = None
     dropped: Counter = Counter()
+    chunks: list[tuple[int, int]] = []
     line_no = 0
-    with tf.io.gfile.GFile(path, "rb") as f:
-        for raw in f:
-            line_no += 1
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError:
-                raise MalformedRowError(path, line_no, schema.REASON_BINARY, "not UTF-8 text") from None
-            if scan is None:
-                scan = _start_scan(path, line, layout)
-                if scan.has_header:
-                    continue
-            reason, detail = check_row(line.split(","), scan.layout)
-            if reason is not None:
-                if reason in malformed:
-                    raise MalformedRowError(path, line_no, reason, detail)
-                dropped[reason] += 1
+    offset = chunk_start = 0  # bytes read so far; where the current chunk starts
+    crlf = False
+    for raw in _raw_lines(path):
+        line_no += 1
+        offset += len(raw)
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MalformedRowError(path, line_no, schema.REASON_BINARY, "not UTF-8 text") from None
+        if line.endswith("\r\n"):
+            crlf = True
+        line = line.rstrip("\r\n")
+        if scan is None:
+            scan = _start_scan(path, line, layout)
+            if scan.has_header:
+                chunk_start = offset
+                continue
+        reason, detail = check_row(line.split(","), scan.layout)
+        if reason is not None:
+            if reason in malformed:
+                raise MalformedRowError(path, line_no, reason, detail)
+            dropped[reason] += 1
+        if offset - chunk_start >= chunk_bytes:
+            chunks.append((chunk_start, offset - chunk_start))
+            chunk_start = offset
     if scan is None:
         raise DataError(f"{path}: file is empty")
+    if offset > chunk_start:
+        chunks.append((chunk_start, offset - chunk_start))
     scan.rows = line_no - (1 if scan.has_header else 0)
     scan.dropped = dropped
+    scan.size, scan.chunks, scan.crlf = offset, chunks, crlf
     return scan
 
 
@@ -147,14 +185,16 @@ def _start_scan(path: str, first_line: str, layout: Layout | None) -> FileScan:
     return FileScan(path=path, layout=layout or detected, has_header=has_header)
 
 
-def scan_files(paths: Sequence[str], layout: Layout | str | None = None) -> ScanResult:
+def scan_files(
+    paths: Sequence[str], layout: Layout | str | None = None, chunk_bytes: int = CHUNK_BYTES
+) -> ScanResult:
     """Scan all files; they must share one layout (given, or detected from the first file)."""
     if isinstance(layout, str):
         layout = None if layout == "auto" else schema.get_layout(layout)
     scans: list[FileScan] = []
     requested = layout
     for path in paths:
-        scan = scan_file(path, requested)
+        scan = scan_file(path, requested, chunk_bytes)
         if layout is None:
             layout = scan.layout
         elif scan.layout is not layout:
@@ -217,30 +257,53 @@ def to_features(columns: dict[str, tf.Tensor], layout: Layout) -> tuple[dict[str
     return features, tf.cast(columns[schema.LABEL], tf.float32)
 
 
-def _line_batches(
-    scan: ScanResult, batch_size: int, *, shuffle_files: bool, seed: int | None, repeat: bool
-) -> tf.data.Dataset:
-    """Batches of raw CSV lines (header skipped), each batch from one file.
+def _chunks(scan: ScanResult, *, shuffle: bool, seed: int | None, repeat: bool) -> tf.data.Dataset:
+    """The files' chunks as scalar strings of whole CSV lines (header excluded).
 
-    Batching inside each file's TextLineDataset keeps the per-line work in C++; files are read
-    in parallel (interleave) when shuffling, else one after another in the given order.
+    Each chunk is the one record of a ``FixedLengthRecordDataset`` placed on its byte range. In
+    file order, one after another; or, when shuffling, in a new order each pass and read in
+    parallel.
     """
-    paths = [f.path for f in scan.files]
-    skips = [1 if f.has_header else 0 for f in scan.files]
-    files = tf.data.Dataset.from_tensor_slices((paths, tf.constant(skips, tf.int64)))
-    if shuffle_files and len(paths) > 1:
-        files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        files = files.repeat()
-
-    def read(path, skip):
-        return tf.data.TextLineDataset(path, buffer_size=1 << 20).skip(skip).batch(batch_size)
-
-    if shuffle_files and len(paths) > 1:
-        return files.interleave(
-            read, cycle_length=min(len(paths), 4), num_parallel_calls=AUTOTUNE, deterministic=False
+    paths, offsets, lengths, footers = [], [], [], []
+    for f in scan.files:
+        for offset, length in f.chunks:
+            paths.append(f.path)
+            offsets.append(offset)
+            lengths.append(length)
+            footers.append(f.size - offset - length)
+    chunks = tf.data.Dataset.from_tensor_slices(
+        (
+            tf.constant(paths, tf.string),
+            tf.constant(offsets, tf.int64),
+            tf.constant(lengths, tf.int64),
+            tf.constant(footers, tf.int64),
         )
-    return files.interleave(read, cycle_length=1)
+    )
+    if shuffle and len(paths) > 1:
+        chunks = chunks.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        chunks = chunks.repeat()
+
+    def read(path, offset, length, footer):
+        return tf.data.FixedLengthRecordDataset(
+            path, record_bytes=length, header_bytes=offset, footer_bytes=footer, buffer_size=CHUNK_BYTES
+        )
+
+    if shuffle and len(paths) > 1:
+        return chunks.interleave(read, cycle_length=2, num_parallel_calls=AUTOTUNE, deterministic=False)
+    return chunks.interleave(read, cycle_length=1)
+
+
+def split_lines(chunk: tf.Tensor, crlf: bool) -> tf.Tensor:
+    """A chunk of whole CSV lines → the lines, without their line ends."""
+    # Drop the chunk's final "\n" (absent only at the end of a file without one) rather than
+    # the empty string it would leave after the split: one copy of the chunk, not of every line.
+    ends_with_newline = tf.strings.substr(chunk, -1, 1) == "\n"
+    chunk = tf.strings.substr(chunk, 0, tf.strings.length(chunk) - tf.cast(ends_with_newline, tf.int32))
+    lines = tf.strings.split(chunk, "\n")
+    if crlf:
+        lines = tf.strings.regex_replace(lines, "\r$", "")
+    return lines
 
 
 def make_dataset(
@@ -267,14 +330,24 @@ def make_dataset(
     if drop_implausible is None:
         drop_implausible = training
 
-    def parse(lines):
-        columns = decode_lines(lines, layout)
+    crlf = any(f.crlf for f in scan.files)
+    shuffle_rows = training and not cache
+
+    def parse(index, chunk):
+        columns = decode_lines(split_lines(chunk, crlf), layout)
         mask = plausible_mask(columns, layout)
         features, label = to_features(columns, layout)
         if drop_implausible:
             features = {k: tf.boolean_mask(v, mask) for k, v in features.items()}
             label = tf.boolean_mask(label, mask)
             mask = tf.boolean_mask(mask, mask)
+        if shuffle_rows:
+            # A chunk's rows are consecutive lines of one file: mix them before they are batched.
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(tf.shape(label)[0]), seed=tf.stack([tf.cast(seed or 0, tf.int64), index])
+            )
+            features = {k: tf.gather(v, order) for k, v in features.items()}
+            label, mask = tf.gather(label, order), tf.gather(mask, order)
         return (features, label, mask) if with_mask else (features, label)
 
     options = tf.data.Options()
@@ -284,19 +357,18 @@ def make_dataset(
     options.deterministic = not training
 
     if cache:
-        lines = _line_batches(scan, DECODE_BATCH, shuffle_files=False, seed=seed, repeat=False)
-        ds = lines.map(parse, num_parallel_calls=AUTOTUNE).unbatch().cache()
+        chunks = _chunks(scan, shuffle=False, seed=seed, repeat=False).enumerate()
+        ds = chunks.map(parse, num_parallel_calls=AUTOTUNE).unbatch().cache()
         if training:
             ds = ds.shuffle(min(shuffle_buffer, max(scan.plausible, 1)), seed=seed, reshuffle_each_iteration=True)
             ds = ds.repeat()
         ds = ds.batch(batch_size)
-        batches = math.ceil((scan.plausible if drop_implausible else scan.rows) / batch_size)
     else:
-        lines = _line_batches(scan, batch_size, shuffle_files=training, seed=seed, repeat=training)
-        ds = lines.map(parse, num_parallel_calls=AUTOTUNE, deterministic=not training)
+        chunks = _chunks(scan, shuffle=training, seed=seed, repeat=training).enumerate()
+        ds = chunks.map(parse, num_parallel_calls=AUTOTUNE, deterministic=not training).rebatch(batch_size)
         if training:
             ds = ds.shuffle(max(1, shuffle_buffer // batch_size), seed=seed, reshuffle_each_iteration=True)
-        batches = sum(math.ceil(f.rows / batch_size) for f in scan.files)
+    batches = math.ceil((scan.plausible if drop_implausible else scan.rows) / batch_size)
     if not training:
         # The scan knows how many batches one pass yields; Keras uses it to size evaluation.
         ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
@@ -305,9 +377,10 @@ def make_dataset(
 
 def read_columns(scan: ScanResult) -> dict[str, tf.Tensor]:
     """All parseable rows of the scanned files as {column: tensor} plus "_plausible"."""
-    chunks: list[dict[str, tf.Tensor]] = []
-    for element in _line_batches(scan, 65_536, shuffle_files=False, seed=None, repeat=False):
-        columns = decode_lines(element, scan.layout)
+    crlf = any(f.crlf for f in scan.files)
+    parts: list[dict[str, tf.Tensor]] = []
+    for chunk in _chunks(scan, shuffle=False, seed=None, repeat=False):
+        columns = decode_lines(split_lines(chunk, crlf), scan.layout)
         columns["_plausible"] = plausible_mask(columns, scan.layout)
-        chunks.append(columns)
-    return {k: tf.concat([c[k] for c in chunks], axis=0) for k in chunks[0]}
+        parts.append(columns)
+    return {k: tf.concat([c[k] for c in parts], axis=0) for k in parts[0]}

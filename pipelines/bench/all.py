@@ -100,9 +100,12 @@ def bench_throughput(work: Path, quick: bool) -> dict:
     from pipelines.bench import model as model_bench
     from trainer import model
 
-    rows, repeats = (100_000, 1) if quick else (1_000_000, 3)
+    if quick:
+        rows, passes, repeats = 100_000, 1.0, 1
+    else:
+        rows, passes, repeats = 1_000_000, model_bench.THROUGHPUT_PASSES, model_bench.THROUGHPUT_REPEATS
     return model_bench.bench_throughput(
-        work, rows=rows, files=4, batch_size=model.DEFAULT_BATCH_SIZE, passes=1.0, repeats=repeats
+        work, rows=rows, files=4, batch_size=model.DEFAULT_BATCH_SIZE, passes=passes, repeats=repeats
     )
 
 
