@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,20 +221,18 @@ def _line_keys(lines: list[str]) -> list[tuple]:
     "header,line_end,final_newline",
     [(False, "\n", True), (True, "\n", False), (True, "\r\n", True), (False, "\r\n", False)],
 )
-def test_chunked_reading_keeps_every_row_once(tmp_path, header, line_end, final_newline):
-    """Chunks cut on line boundaries: one pass yields the file's rows, in order, each once."""
+def test_block_reading_keeps_every_row_once(tmp_path, monkeypatch, header, line_end, final_newline):
+    """Lines cut by block boundaries are joined again: one pass yields the file's rows, each once."""
+    monkeypatch.setattr(data, "BLOCK_BYTES", 1000)  # ~20 lines per block, most lines split across two
     source = synth.write_csv(tmp_path / "s.csv", 3000, layout="lab", seed=7, header=header)
     lines = source.read_text().splitlines()
-    path = tmp_path / "chunked.csv"
+    path = tmp_path / "blocks.csv"
     path.write_bytes((line_end.join(lines) + (line_end if final_newline else "")).encode())
-    scan = data.scan_files([str(path)], chunk_bytes=1000)
+    scan = data.scan_files([str(path)])
     file_scan = scan.files[0]
-    assert len(file_scan.chunks) > 100 and file_scan.crlf is (line_end == "\r\n")
-    assert file_scan.size == path.stat().st_size
-    offsets = [o for o, _ in file_scan.chunks]
-    assert offsets[0] == (len(lines[0]) + len(line_end) if header else 0)
-    assert all(o + n == nxt for (o, n), nxt in zip(file_scan.chunks, offsets[1:]))  # contiguous, no gap
-    assert offsets[-1] + file_scan.chunks[-1][1] == file_scan.size
+    assert file_scan.size == path.stat().st_size and file_scan.final_newline is final_newline
+    assert file_scan.crlf is (line_end == "\r\n")
+    assert file_scan.header_bytes == (len(lines[0]) + len(line_end) if header else 0)
 
     data_lines = lines[1:] if header else lines
     # Evaluation: every parseable row, in file order.
@@ -252,3 +251,19 @@ def test_chunked_reading_keeps_every_row_once(tmp_path, header, line_end, final_
     first_pass = seen[: len(plausible)]
     assert Counter(first_pass) == Counter(_line_keys(plausible))
     assert first_pass != _line_keys(plausible)  # not in file order
+
+
+@pytest.mark.parametrize("block_bytes", [16, 46, 47, 48, 140, 141, 142, 1 << 20])
+def test_block_edges_exact_multiples_long_lines_and_header_only_files(tmp_path, monkeypatch, block_bytes):
+    """Bodies that are whole numbers of blocks, lines longer than a block, a file with only a header."""
+    monkeypatch.setattr(data, "BLOCK_BYTES", block_bytes)
+    body = "\n".join(LAB_LINES) + "\n"
+    assert len(body.encode()) == 141  # = 3 × 47: 47, 141 and their neighbours hit the block edges
+    a = _write(tmp_path / "a.csv", LAB_LINES)
+    only_header = _write(tmp_path / "b.csv", [], ",".join(schema.LAB.columns))
+    Path(only_header).write_text(",".join(schema.LAB.columns) + "\n")
+    c = _write(tmp_path / "c.csv", LAB_LINES[::-1], ",".join(schema.LAB.columns))
+    scan = data.scan_files([a, only_header, c])
+    assert [f.rows for f in scan.files] == [3, 0, 3]
+    assert _rows(scan)[schema.LABEL] == [12.0, 4.5, 45.0, 45.0, 4.5, 12.0]
+    assert data.read_columns(scan)[schema.LABEL].numpy().tolist() == [12.0, 4.5, 45.0, 45.0, 4.5, 12.0]

@@ -6,13 +6,14 @@ Two passes over each file:
    ``schema.detect_layout``, checks every line with ``schema.check_row``, stops on the first
    malformed line with a ``MalformedRowError`` naming file, line number and reason, and counts
    implausible rows by reason. Training never starts on a file that would fail mid-way.
-2. ``make_dataset`` — the streaming pipeline. The scan also cuts each file into chunks of
-   about ``CHUNK_BYTES`` that end on a line boundary (header excluded), so tf.data reads whole
-   chunks (one ``FixedLengthRecordDataset`` record each) and splits them into lines with one
-   vectorised op instead of handling every line as a dataset element → ``tf.io.decode_csv``
-   on the chunk's lines, in parallel → implausible rows dropped (the same rules as
-   ``schema.check_values``, evaluated on float64 values so both passes agree) → rows cut into
-   batches (``rebatch``) → optional cache → shuffle/repeat → prefetch.
+2. ``make_dataset`` — the streaming pipeline. Each file is read once, front to back, in blocks
+   of ``BLOCK_BYTES`` (``FixedLengthRecordDataset`` records placed with the byte sizes the scan
+   measured); a ``Dataset.scan`` carries the partial last line of each block over to the next,
+   so every element is the block's whole lines, split with one vectorised op rather than one
+   dataset element per line → ``tf.io.decode_csv`` on those lines, in parallel → implausible
+   rows dropped (the same rules as ``schema.check_values``, evaluated on float64 values so
+   both passes agree) → rows cut into batches (``rebatch``) → optional cache → shuffle/repeat
+   → prefetch.
    Each element is ``(features, label)`` where features maps the layout's raw serving fields to
    float32 tensors (``pickup_datetime`` stays a string), exactly what the exported model takes.
 """
@@ -34,7 +35,7 @@ from trainer.schema import Layout
 log = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
-CHUNK_BYTES = 1 << 20  # bytes of whole lines read, split and decoded at once
+BLOCK_BYTES = 1 << 20  # bytes read, split into lines and decoded at once
 
 
 class MalformedRowError(ValueError):
@@ -59,7 +60,8 @@ class FileScan:
     rows: int = 0  # data lines (header excluded)
     dropped: Counter = field(default_factory=Counter)  # implausible rows by reason
     size: int = 0  # bytes
-    chunks: list[tuple[int, int]] = field(default_factory=list)  # (offset, length) of whole data lines
+    header_bytes: int = 0  # bytes of the header line, line end included (0 without a header)
+    final_newline: bool = True  # the last line ends with "\n"
     crlf: bool = False  # some line ends with "\r\n"
 
     @property
@@ -116,7 +118,7 @@ def _raw_lines(path: str):
     """
     rest = b""
     with tf.io.gfile.GFile(path, "rb") as f:
-        while block := f.read(CHUNK_BYTES):
+        while block := f.read(BLOCK_BYTES):
             lines = (rest + block).split(b"\n")
             rest = lines.pop()
             for line in lines:
@@ -125,22 +127,18 @@ def _raw_lines(path: str):
         yield rest
 
 
-def scan_file(path: str, layout: Layout | None = None, chunk_bytes: int = CHUNK_BYTES) -> FileScan:
-    """Check every line of one CSV file; raise MalformedRowError on the first bad one.
-
-    Also records where the chunks of about ``chunk_bytes`` whole data lines start and end.
-    """
+def scan_file(path: str, layout: Layout | None = None) -> FileScan:
+    """Check every line of one CSV file; raise MalformedRowError on the first bad one."""
     check_row = schema.check_row
     malformed = set(schema.MALFORMED_REASONS)
     scan: FileScan | None = None
     dropped: Counter = Counter()
-    chunks: list[tuple[int, int]] = []
-    line_no = 0
-    offset = chunk_start = 0  # bytes read so far; where the current chunk starts
+    line_no = size = 0
     crlf = False
+    raw = b""
     for raw in _raw_lines(path):
         line_no += 1
-        offset += len(raw)
+        size += len(raw)
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -151,23 +149,18 @@ def scan_file(path: str, layout: Layout | None = None, chunk_bytes: int = CHUNK_
         if scan is None:
             scan = _start_scan(path, line, layout)
             if scan.has_header:
-                chunk_start = offset
+                scan.header_bytes = len(raw)
                 continue
         reason, detail = check_row(line.split(","), scan.layout)
         if reason is not None:
             if reason in malformed:
                 raise MalformedRowError(path, line_no, reason, detail)
             dropped[reason] += 1
-        if offset - chunk_start >= chunk_bytes:
-            chunks.append((chunk_start, offset - chunk_start))
-            chunk_start = offset
     if scan is None:
         raise DataError(f"{path}: file is empty")
-    if offset > chunk_start:
-        chunks.append((chunk_start, offset - chunk_start))
     scan.rows = line_no - (1 if scan.has_header else 0)
     scan.dropped = dropped
-    scan.size, scan.chunks, scan.crlf = offset, chunks, crlf
+    scan.size, scan.final_newline, scan.crlf = size, raw.endswith(b"\n"), crlf
     return scan
 
 
@@ -185,16 +178,14 @@ def _start_scan(path: str, first_line: str, layout: Layout | None) -> FileScan:
     return FileScan(path=path, layout=layout or detected, has_header=has_header)
 
 
-def scan_files(
-    paths: Sequence[str], layout: Layout | str | None = None, chunk_bytes: int = CHUNK_BYTES
-) -> ScanResult:
+def scan_files(paths: Sequence[str], layout: Layout | str | None = None) -> ScanResult:
     """Scan all files; they must share one layout (given, or detected from the first file)."""
     if isinstance(layout, str):
         layout = None if layout == "auto" else schema.get_layout(layout)
     scans: list[FileScan] = []
     requested = layout
     for path in paths:
-        scan = scan_file(path, requested, chunk_bytes)
+        scan = scan_file(path, requested)
         if layout is None:
             layout = scan.layout
         elif scan.layout is not layout:
@@ -257,53 +248,51 @@ def to_features(columns: dict[str, tf.Tensor], layout: Layout) -> tuple[dict[str
     return features, tf.cast(columns[schema.LABEL], tf.float32)
 
 
-def _chunks(scan: ScanResult, *, shuffle: bool, seed: int | None, repeat: bool) -> tf.data.Dataset:
-    """The files' chunks as scalar strings of whole CSV lines (header excluded).
+def _line_blocks(scan: ScanResult, *, shuffle: bool, seed: int | None, repeat: bool) -> tf.data.Dataset:
+    """The files' data lines (header skipped, line ends removed) as 1-D string tensors.
 
-    Each chunk is the one record of a ``FixedLengthRecordDataset`` placed on its byte range. In
-    file order, one after another; or, when shuffling, in a new order each pass and read in
-    parallel.
+    Each file is read front to back, once per pass: a first block of 1..BLOCK_BYTES bytes so
+    that the rest of the file is a whole number of ``BLOCK_BYTES`` records (a
+    ``FixedLengthRecordDataset`` must cover its byte range exactly), then those records, then
+    a "\\n" when the file's last line lacks one. ``Dataset.scan`` joins each block to the
+    partial line left over from the one before and keeps the new partial line for the next.
+    Files go one after another in the given order; or, when shuffling, in a new order each
+    pass, two at a time.
     """
-    paths, offsets, lengths, footers = [], [], [], []
-    for f in scan.files:
-        for offset, length in f.chunks:
-            paths.append(f.path)
-            offsets.append(offset)
-            lengths.append(length)
-            footers.append(f.size - offset - length)
-    chunks = tf.data.Dataset.from_tensor_slices(
+    block = BLOCK_BYTES
+    files = [f for f in scan.files if f.size > f.header_bytes]  # a header-only file has no lines
+    crlf = any(f.crlf for f in files)
+    ds = tf.data.Dataset.from_tensor_slices(
         (
-            tf.constant(paths, tf.string),
-            tf.constant(offsets, tf.int64),
-            tf.constant(lengths, tf.int64),
-            tf.constant(footers, tf.int64),
+            tf.constant([f.path for f in files], tf.string),
+            tf.constant([f.header_bytes for f in files], tf.int64),
+            tf.constant([(f.size - f.header_bytes - 1) % block + 1 for f in files], tf.int64),
+            tf.constant([f.size for f in files], tf.int64),
+            tf.constant(["" if f.final_newline else "\n" for f in files], tf.string),
         )
     )
-    if shuffle and len(paths) > 1:
-        chunks = chunks.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    if shuffle and len(files) > 1:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     if repeat:
-        chunks = chunks.repeat()
+        ds = ds.repeat()
 
-    def read(path, offset, length, footer):
-        return tf.data.FixedLengthRecordDataset(
-            path, record_bytes=length, header_bytes=offset, footer_bytes=footer, buffer_size=CHUNK_BYTES
+    def stitch(partial, text):
+        lines = tf.strings.split(tf.strings.join([partial, text]), "\n")
+        return lines[-1], lines[:-1]
+
+    def read(path, start, first, size, suffix):
+        head = tf.data.FixedLengthRecordDataset(
+            path, record_bytes=first, header_bytes=start, footer_bytes=size - start - first
         )
+        rest = tf.data.FixedLengthRecordDataset(path, record_bytes=block, header_bytes=start + first, buffer_size=block)
+        lines = head.concatenate(rest).concatenate(tf.data.Dataset.from_tensors(suffix)).scan(tf.constant(""), stitch)
+        if crlf:
+            lines = lines.map(lambda x: tf.strings.regex_replace(x, "\r$", ""))
+        return lines
 
-    if shuffle and len(paths) > 1:
-        return chunks.interleave(read, cycle_length=2, num_parallel_calls=AUTOTUNE, deterministic=False)
-    return chunks.interleave(read, cycle_length=1)
-
-
-def split_lines(chunk: tf.Tensor, crlf: bool) -> tf.Tensor:
-    """A chunk of whole CSV lines → the lines, without their line ends."""
-    # Drop the chunk's final "\n" (absent only at the end of a file without one) rather than
-    # the empty string it would leave after the split: one copy of the chunk, not of every line.
-    ends_with_newline = tf.strings.substr(chunk, -1, 1) == "\n"
-    chunk = tf.strings.substr(chunk, 0, tf.strings.length(chunk) - tf.cast(ends_with_newline, tf.int32))
-    lines = tf.strings.split(chunk, "\n")
-    if crlf:
-        lines = tf.strings.regex_replace(lines, "\r$", "")
-    return lines
+    if shuffle and len(files) > 1:
+        return ds.interleave(read, cycle_length=2, num_parallel_calls=AUTOTUNE, deterministic=False)
+    return ds.interleave(read, cycle_length=1)
 
 
 def make_dataset(
@@ -330,11 +319,10 @@ def make_dataset(
     if drop_implausible is None:
         drop_implausible = training
 
-    crlf = any(f.crlf for f in scan.files)
     shuffle_rows = training and not cache
 
-    def parse(index, chunk):
-        columns = decode_lines(split_lines(chunk, crlf), layout)
+    def parse(index, lines):
+        columns = decode_lines(lines, layout)
         mask = plausible_mask(columns, layout)
         features, label = to_features(columns, layout)
         if drop_implausible:
@@ -342,7 +330,7 @@ def make_dataset(
             label = tf.boolean_mask(label, mask)
             mask = tf.boolean_mask(mask, mask)
         if shuffle_rows:
-            # A chunk's rows are consecutive lines of one file: mix them before they are batched.
+            # A block's rows are consecutive lines of one file: mix them before they are batched.
             order = tf.random.experimental.stateless_shuffle(
                 tf.range(tf.shape(label)[0]), seed=tf.stack([tf.cast(seed or 0, tf.int64), index])
             )
@@ -357,15 +345,15 @@ def make_dataset(
     options.deterministic = not training
 
     if cache:
-        chunks = _chunks(scan, shuffle=False, seed=seed, repeat=False).enumerate()
-        ds = chunks.map(parse, num_parallel_calls=AUTOTUNE).unbatch().cache()
+        blocks = _line_blocks(scan, shuffle=False, seed=seed, repeat=False).enumerate()
+        ds = blocks.map(parse, num_parallel_calls=AUTOTUNE).unbatch().cache()
         if training:
             ds = ds.shuffle(min(shuffle_buffer, max(scan.plausible, 1)), seed=seed, reshuffle_each_iteration=True)
             ds = ds.repeat()
         ds = ds.batch(batch_size)
     else:
-        chunks = _chunks(scan, shuffle=training, seed=seed, repeat=training).enumerate()
-        ds = chunks.map(parse, num_parallel_calls=AUTOTUNE, deterministic=not training).rebatch(batch_size)
+        blocks = _line_blocks(scan, shuffle=training, seed=seed, repeat=training).enumerate()
+        ds = blocks.map(parse, num_parallel_calls=AUTOTUNE, deterministic=not training).rebatch(batch_size)
         if training:
             ds = ds.shuffle(max(1, shuffle_buffer // batch_size), seed=seed, reshuffle_each_iteration=True)
     batches = math.ceil((scan.plausible if drop_implausible else scan.rows) / batch_size)
@@ -377,10 +365,9 @@ def make_dataset(
 
 def read_columns(scan: ScanResult) -> dict[str, tf.Tensor]:
     """All parseable rows of the scanned files as {column: tensor} plus "_plausible"."""
-    crlf = any(f.crlf for f in scan.files)
     parts: list[dict[str, tf.Tensor]] = []
-    for chunk in _chunks(scan, shuffle=False, seed=None, repeat=False):
-        columns = decode_lines(split_lines(chunk, crlf), scan.layout)
+    for lines in _line_blocks(scan, shuffle=False, seed=None, repeat=False):
+        columns = decode_lines(lines, scan.layout)
         columns["_plausible"] = plausible_mask(columns, scan.layout)
         parts.append(columns)
     return {k: tf.concat([c[k] for c in parts], axis=0) for k in parts[0]}
