@@ -117,14 +117,17 @@ def _raw_lines(path: str):
 
     GFile's own line iteration drops the "\r" of "\r\n", so byte offsets are counted here.
     """
-    rest = b""
+    pending: list[bytes] = []  # the current line's bytes so far, kept in pieces while it grows
     with tf.io.gfile.GFile(path, "rb") as f:
         while block := f.read(BLOCK_BYTES):
-            lines = (rest + block).split(b"\n")
-            rest = lines.pop()
+            if b"\n" not in block:
+                pending.append(block)
+                continue
+            lines = b"".join([*pending, block]).split(b"\n")
+            pending = [lines.pop()]
             for line in lines:
                 yield line + b"\n"
-    if rest:
+    if rest := b"".join(pending):
         yield rest
 
 
