@@ -45,16 +45,11 @@ def default_name(pipeline: str, now: datetime | None = None) -> str:
     return f"{base}-sweep-{now:%Y%m%d-%H%M%S}"
 
 
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def local_workers(requested: int | None, points: int, available: int | None = None) -> int:
     """How many grid points run at once locally: what was asked, capped by the cores and the points."""
-    available = available or cores()
+    from trainer.config import usable_cores
+
+    available = available or usable_cores()
     if requested is not None and requested < 1:
         raise ValueError(f"--parallel must be >= 1, got {requested}")
     wanted = requested or available

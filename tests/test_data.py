@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -260,10 +259,10 @@ def test_block_edges_exact_multiples_long_lines_and_header_only_files(tmp_path, 
     body = "\n".join(LAB_LINES) + "\n"
     assert len(body.encode()) == 141  # = 3 × 47: 47, 141 and their neighbours hit the block edges
     a = _write(tmp_path / "a.csv", LAB_LINES)
-    only_header = _write(tmp_path / "b.csv", [], ",".join(schema.LAB.columns))
-    Path(only_header).write_text(",".join(schema.LAB.columns) + "\n")
+    only_header = tmp_path / "b.csv"
+    only_header.write_text(",".join(schema.LAB.columns) + "\n")
     c = _write(tmp_path / "c.csv", LAB_LINES[::-1], ",".join(schema.LAB.columns))
-    scan = data.scan_files([a, only_header, c])
+    scan = data.scan_files([a, str(only_header), c])
     assert [f.rows for f in scan.files] == [3, 0, 3]
     assert _rows(scan)[schema.LABEL] == [12.0, 4.5, 45.0, 45.0, 4.5, 12.0]
     assert data.read_columns(scan)[schema.LABEL].numpy().tolist() == [12.0, 4.5, 45.0, 45.0, 4.5, 12.0]

@@ -22,6 +22,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 DEFAULT_IMAGE = "taxifare-pipelines:local"
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (a container's CPU set, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 class ConfigError(ValueError):
     """The configuration is invalid; the message lists every bad value."""
 

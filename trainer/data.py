@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from trainer import schema
+from trainer import config, schema
 from trainer.schema import Layout
 
 log = logging.getLogger(__name__)
@@ -358,7 +357,7 @@ def make_dataset(
         # The input pipeline shares the machine with the training step. With every core its
         # bursts of parsing pre-empt the step's threads; half the cores is plenty (one core
         # decodes about 4M rows/s, ten times what a 2-core training step consumes).
-        options.threading.private_threadpool_size = max(1, _usable_cores() // 2)
+        options.threading.private_threadpool_size = max(1, config.usable_cores() // 2)
 
     if cache:
         blocks = _line_blocks(scan, shuffle=False, seed=seed, repeat=False).enumerate()
@@ -377,13 +376,6 @@ def make_dataset(
         # The scan knows how many batches one pass yields; Keras uses it to size evaluation.
         ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
     return ds.prefetch(AUTOTUNE).with_options(options)
-
-
-def _usable_cores() -> int:
-    """Cores this process may run on (a container's CPU set, not the host's count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def read_columns(scan: ScanResult) -> dict[str, tf.Tensor]:
