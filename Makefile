@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TAXIFARE := $(VENV)/bin/taxifare
 PYTEST := $(PY) -m pytest
 
-.PHONY: install run test test-fast test-reliability test-containers audit bench bench-model bench-serve \
+.PHONY: install lint format run test test-fast test-reliability test-containers audit bench bench-model bench-serve \
         compile tensorboard serve image push submit kind-up kind-down clean lock
 
 install: $(STAMP)
@@ -24,6 +24,15 @@ $(STAMP): requirements.lock pyproject.toml
 
 lock:
 	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+# ruff: the formatter and the linter, rules in pyproject.toml ([tool.ruff]).
+lint: install
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 run: install
 	$(TAXIFARE) run --local $(ARGS)

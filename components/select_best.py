@@ -1,6 +1,6 @@
 """select best: the sweep's winner by validation RMSE."""
 
-from typing import List, NamedTuple
+from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import HTML, Input, Markdown, Model, Output
@@ -11,7 +11,7 @@ from components.base import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def select_best(
     rmses: list,
-    models: Input[List[Model]],
+    models: Input[list[Model]],
     trials: list,
     best_model: Output[Model],
     leaderboard: Output[Markdown],

@@ -8,13 +8,23 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench(
-        out: str = typer.Option("build/bench", "--out", help="Where report.md, report.json and each area's figures go."),
-        quick: bool = typer.Option(False, "--quick", help="Small sizes: checks the whole bench in a few minutes; figures are not the real ones."),
+        out: str = typer.Option(
+            "build/bench", "--out", help="Where report.md, report.json and each area's figures go."
+        ),
+        quick: bool = typer.Option(
+            False,
+            "--quick",
+            help="Small sizes: checks the whole bench in a few minutes; figures are not the real ones.",
+        ),
         only: str = typer.Option(
-            "", "--only", help="Comma-separated sections to run (quality, throughput, serve, ingest, pipeline, reliability); default all."
+            "",
+            "--only",
+            help="Comma-separated sections to run (quality, throughput, serve, ingest, pipeline, reliability); default all.",
         ),
         reliability: str = typer.Option(
-            "run", "--reliability", help="run: run the reliability suite now; collect: report the figures of its last run."
+            "run",
+            "--reliability",
+            help="run: run the reliability suite now; collect: report the figures of its last run.",
         ),
     ) -> None:
         """Run every benchmark (model quality, training throughput, serving, ingest, local pipeline) and the
@@ -24,7 +34,9 @@ def register(app: typer.Typer) -> None:
         sections = tuple(s.strip() for s in only.split(",") if s.strip()) or SECTIONS
         unknown = sorted(set(sections) - set(SECTIONS))
         if unknown:
-            raise typer.BadParameter(f"unknown sections {unknown}; expected some of {', '.join(SECTIONS)}", param_hint="--only")
+            raise typer.BadParameter(
+                f"unknown sections {unknown}; expected some of {', '.join(SECTIONS)}", param_hint="--only"
+            )
         if reliability not in ("run", "collect"):
             raise typer.BadParameter("expected run or collect", param_hint="--reliability")
         report = run_all(out, quick=quick, sections=sections, reliability=reliability)

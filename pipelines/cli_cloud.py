@@ -37,7 +37,9 @@ def _settings(config: Path | None, **overrides):
 
 
 def config_command(
-    config: Path | None = typer.Option(None, "--config", help="Config file (default $TAXIFARE_CONFIG or taxifare.yaml)."),
+    config: Path | None = typer.Option(
+        None, "--config", help="Config file (default $TAXIFARE_CONFIG or taxifare.yaml)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """Print the effective configuration: each value and where it came from (validated)."""
@@ -60,7 +62,9 @@ def config_command(
 def submit_command(
     target: Target = typer.Option(..., "--target", help="vertex (Vertex AI Pipelines) or kfp (a KFP cluster)."),
     param: list[str] = typer.Option([], "--param", "-p", help="Pipeline parameter NAME=VALUE (repeatable)."),
-    params_file: Path | None = typer.Option(None, "--params-file", help="YAML/JSON mapping of pipeline parameters (--param wins)."),
+    params_file: Path | None = typer.Option(
+        None, "--params-file", help="YAML/JSON mapping of pipeline parameters (--param wins)."
+    ),
     wait: bool = typer.Option(False, "--wait", help="Follow the run; exit non-zero unless it succeeds."),
     api_endpoint: str | None = typer.Option(None, "--api-endpoint", help="Vertex AI API endpoint (overrides config)."),
     host: str | None = typer.Option(None, "--host", help="KFP API URL, e.g. http://localhost:8080 (target kfp)."),
@@ -69,7 +73,9 @@ def submit_command(
     compile_first: bool = typer.Option(True, "--compile/--no-compile", help="Compile the taxifare pipeline first."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Let unchanged steps reuse earlier results."),
     run_id: str | None = typer.Option(None, "--run-id", help="Job id / run name (default <pipeline>-<UTC time>)."),
-    pipeline_root: str | None = typer.Option(None, "--pipeline-root", help="KFP only: artifact root (default: the cluster's store)."),
+    pipeline_root: str | None = typer.Option(
+        None, "--pipeline-root", help="KFP only: artifact root (default: the cluster's store)."
+    ),
     poll_interval: float = typer.Option(30.0, "--poll-interval", help="Seconds between state checks with --wait."),
     config: Path | None = typer.Option(None, "--config", help="Config file."),
 ) -> None:
@@ -99,12 +105,30 @@ def submit_command(
 
     try:
         if target is Target.vertex:
-            result = submit.submit_vertex(template, settings, given, enable_caching=cache, run_id=run_id, wait=wait,
-                                          poll_interval_s=poll_interval, on_state=show_state)
+            result = submit.submit_vertex(
+                template,
+                settings,
+                given,
+                enable_caching=cache,
+                run_id=run_id,
+                wait=wait,
+                poll_interval_s=poll_interval,
+                on_state=show_state,
+            )
         else:
-            result = submit.submit_kfp(template, settings, host, given, experiment=experiment, run_name=run_id,
-                                       enable_caching=cache, pipeline_root=pipeline_root, wait=wait,
-                                       poll_interval_s=poll_interval, on_state=show_state)
+            result = submit.submit_kfp(
+                template,
+                settings,
+                host,
+                given,
+                experiment=experiment,
+                run_name=run_id,
+                enable_caching=cache,
+                pipeline_root=pipeline_root,
+                wait=wait,
+                poll_interval_s=poll_interval,
+                on_state=show_state,
+            )
     except params.ParameterError as exc:
         _fail(str(exc))
     except submit.SubmitError as exc:
@@ -134,7 +158,9 @@ def setup_gcp_command(
     apply: bool = typer.Option(False, "--apply", help="Run the commands (default: print them)."),
     account_name: str = typer.Option("taxifare-pipelines", "--account-name", help="Service account name to create."),
     repository: str = typer.Option("taxifare", "--repository", help="Artifact Registry repository for the image."),
-    submitter: str | None = typer.Option(None, "--submitter", help="Member allowed to run as the account, e.g. user:me@example.com."),
+    submitter: str | None = typer.Option(
+        None, "--submitter", help="Member allowed to run as the account, e.g. user:me@example.com."
+    ),
     config: Path | None = typer.Option(None, "--config", help="Config file."),
 ) -> None:
     """Create the bucket, a dedicated service account and least-privilege bindings (dry run by default)."""
@@ -150,7 +176,9 @@ def setup_gcp_command(
         setup_gcp.apply(steps, echo=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))
     except (setup_gcp.SetupError, FileNotFoundError) as exc:
         _fail(str(exc), code=1)
-    console.print(f"done: bucket gs://{settings.bucket}, service account {setup_gcp.service_account_email(settings, account_name)}")
+    console.print(
+        f"done: bucket gs://{settings.bucket}, service account {setup_gcp.service_account_email(settings, account_name)}"
+    )
 
 
 def register(app: typer.Typer) -> None:

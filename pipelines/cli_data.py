@@ -131,9 +131,7 @@ def _local_copy(uri: str, target: Path) -> Path:
 
 
 def gcs_emulator_command(
-    data_dir: Path = typer.Option(
-        None, help="Keep objects here across restarts (default: a temporary directory)."
-    ),
+    data_dir: Path = typer.Option(None, help="Keep objects here across restarts (default: a temporary directory)."),
     port: int = typer.Option(None, help="Port on 127.0.0.1 (default: a free one)."),
     bucket: list[str] = typer.Option(None, help="Buckets to create (repeatable)."),
 ) -> None:
@@ -165,4 +163,3 @@ def register(app: typer.Typer) -> None:
     app.command("ingest")(ingest_command)
     app.command("validate")(validate_command)
     app.command("gcs-emulator")(gcs_emulator_command)
-

@@ -19,9 +19,7 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(
             None, "--port", help="Port to listen on; 0 picks a free one. Default: $AIP_HTTP_PORT or 8080."
         ),
-        host: str = typer.Option(
-            "127.0.0.1", "--host", help="Address to bind; the serving container uses 0.0.0.0."
-        ),
+        host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; the serving container uses 0.0.0.0."),
         mode: str = typer.Option(
             "batch", "--mode", help="batch (coalesce concurrent requests), inline, or naive (benchmark baseline)."
         ),
@@ -32,7 +30,9 @@ def register(app: typer.Typer) -> None:
 
         model_dir = model_dir or os.environ.get("AIP_STORAGE_URI")
         if not model_dir:
-            raise typer.BadParameter("--model-dir is required when AIP_STORAGE_URI is not set", param_hint="--model-dir")
+            raise typer.BadParameter(
+                "--model-dir is required when AIP_STORAGE_URI is not set", param_hint="--model-dir"
+            )
         if mode not in server.MODES:
             raise typer.BadParameter(f"expected one of {', '.join(server.MODES)}", param_hint="--mode")
         if port is None:

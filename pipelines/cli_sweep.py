@@ -15,7 +15,7 @@ import os
 import re
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -40,7 +40,7 @@ def _fail(message: str) -> None:
 
 def default_name(pipeline: str, now: datetime | None = None) -> str:
     """``<pipeline>-sweep-YYYYMMDD-HHMMSS``: also a valid Vertex experiment and KFP experiment name."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     base = re.sub(r"[^a-z0-9-]+", "-", pipeline.lower()).strip("-")
     return f"{base}-sweep-{now:%Y%m%d-%H%M%S}"
 
@@ -148,17 +148,28 @@ def run_local_sweep(
     # spawn: a fresh interpreter per worker, nothing of this process's state (threads, TF) inherited
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         futures = {
-            pool.submit(run_point_local, i, str(template.resolve()), str((runs_dir / f"point-{i:03d}").resolve()),
-                        {**fixed, **point}, enable_caching): i
+            pool.submit(
+                run_point_local,
+                i,
+                str(template.resolve()),
+                str((runs_dir / f"point-{i:03d}").resolve()),
+                {**fixed, **point},
+                enable_caching,
+            ): i
             for i, point in enumerate(points)
         }
         for future in as_completed(futures):
             i = futures[future]
             raw = future.result()
             result = sweep.TrialResult(
-                index=i, params=points[i], rmse=raw.get("rmse"), metrics=raw.get("metrics", {}),
-                error=raw.get("error", ""), wall_s=raw.get("wall_s"), run=raw.get("run", ""),
-            )  # fmt: skip
+                index=i,
+                params=points[i],
+                rmse=raw.get("rmse"),
+                metrics=raw.get("metrics", {}),
+                error=raw.get("error", ""),
+                wall_s=raw.get("wall_s"),
+                run=raw.get("run", ""),
+            )
             results[i] = result
             if on_done:
                 on_done(result)
@@ -174,11 +185,25 @@ def write_outputs(results: list, grid_names: list[str], out_dir: Path, title: st
     csv_path = sweep.write_results_csv(results, out_dir / "results.csv", grid_names)
     png_path = sweep.plot_rmse(results, out_dir / "rmse.png", grid_names, title=title)
     json_path = out_dir / "results.json"
-    json_path.write_text(json.dumps(
-        [{"index": r.index, "params": r.params, "rmse": r.rmse, "metrics": r.metrics, "status": r.status,
-          "error": r.error, "wall_s": r.wall_s, "run": r.run} for r in sweep.rank(results)],
-        indent=2, default=str,
-    ))  # fmt: skip
+    json_path.write_text(
+        json.dumps(
+            [
+                {
+                    "index": r.index,
+                    "params": r.params,
+                    "rmse": r.rmse,
+                    "metrics": r.metrics,
+                    "status": r.status,
+                    "error": r.error,
+                    "wall_s": r.wall_s,
+                    "run": r.run,
+                }
+                for r in sweep.rank(results)
+            ],
+            indent=2,
+            default=str,
+        )
+    )
     return {"csv": csv_path, "png": png_path, "json": json_path}
 
 
@@ -225,8 +250,9 @@ def sweep_command(
     param: list[str] = typer.Option([], "--param", "-p", help="Fixed pipeline parameter NAME=VALUE (repeatable)."),
     parallel: int | None = typer.Option(None, "--parallel", help="Points at once (local: at most the cores)."),
     tuner: str | None = typer.Option(None, "--tuner", help="vertex: a Vertex AI HyperparameterTuningJob instead."),
-    name: str | None = typer.Option(None, "--name", help="Sweep name (default <pipeline>-sweep-<time>); also "
-                                    "the Vertex/KFP experiment."),
+    name: str | None = typer.Option(
+        None, "--name", help="Sweep name (default <pipeline>-sweep-<time>); also the Vertex/KFP experiment."
+    ),
     out: Path = typer.Option(DEFAULT_OUT, "--out", help="Results go to OUT/<name>/."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse the outputs of unchanged steps."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Cloud targets: wait for every run and collect metrics."),
@@ -271,9 +297,16 @@ def sweep_command(
 
         try:
             job = sweep_cloud.run_tuning_job(
-                tuning_grid, name=name, train_data=train_data, eval_data=eval_data, fixed=fixed,
-                max_trials=max_trials, parallel_trials=parallel, wait=wait, settings=settings,
-            )  # fmt: skip
+                tuning_grid,
+                name=name,
+                train_data=train_data,
+                eval_data=eval_data,
+                fixed=fixed,
+                max_trials=max_trials,
+                parallel_trials=parallel,
+                wait=wait,
+                settings=settings,
+            )
         except (sweep.SweepError, ValueError, RuntimeError) as exc:
             _fail(str(exc))
         console.print(f"hyperparameter tuning job {job.resource_name}: {job.state}")
@@ -285,13 +318,15 @@ def sweep_command(
         grid_names = checked_grid.names
         console.print(f"sweep {name}: {len(points)} runs of {template} ({target})")
         if target == "local":
+
             def progress(result) -> None:
                 done = f"rmse {result.rmse:.4f}" if result.ok else f"[red]failed[/red]: {result.error}"
                 console.print(f"  point {result.index} {result.params}: {done}", highlight=False)
 
             try:
-                results = run_local_sweep(template, points, fixed, out_dir, parallel=parallel, enable_caching=cache,
-                                          on_done=progress)
+                results = run_local_sweep(
+                    template, points, fixed, out_dir, parallel=parallel, enable_caching=cache, on_done=progress
+                )
             except ValueError as exc:
                 _fail(str(exc))
         else:
@@ -299,15 +334,30 @@ def sweep_command(
 
             try:
                 if target == "vertex":
-                    results = sweep_cloud.run_vertex_sweep(template, points, fixed, experiment=name, wait=wait,
-                                                           enable_caching=cache, poll_interval_s=poll_interval,
-                                                           settings=settings)
+                    results = sweep_cloud.run_vertex_sweep(
+                        template,
+                        points,
+                        fixed,
+                        experiment=name,
+                        wait=wait,
+                        enable_caching=cache,
+                        poll_interval_s=poll_interval,
+                        settings=settings,
+                    )
                 else:
                     if not host:
                         _fail("--target kfp needs --host (the KFP API URL)")
-                    results = sweep_cloud.run_kfp_sweep(template, points, fixed, host=host, experiment=name,
-                                                        wait=wait, enable_caching=cache, poll_interval_s=poll_interval,
-                                                        settings=settings)
+                    results = sweep_cloud.run_kfp_sweep(
+                        template,
+                        points,
+                        fixed,
+                        host=host,
+                        experiment=name,
+                        wait=wait,
+                        enable_caching=cache,
+                        poll_interval_s=poll_interval,
+                        settings=settings,
+                    )
             except (sweep.SweepError, ValueError, RuntimeError) as exc:
                 _fail(str(exc))
 
@@ -341,14 +391,20 @@ def load_trials(path: Path) -> list:
 
 
 def sweep_run_command(
-    trials: Path | None = typer.Option(None, "--trials", help="YAML list of hyperparameter sets (default: the "
-                                       "pipeline's own)."),
-    min_improvement: float | None = typer.Option(None, "--min-improvement", help="Deploy only when the best model "
-                                                 "beats the served one by this much RMSE."),
+    trials: Path | None = typer.Option(
+        None, "--trials", help="YAML list of hyperparameter sets (default: the pipeline's own)."
+    ),
+    min_improvement: float | None = typer.Option(
+        None, "--min-improvement", help="Deploy only when the best model beats the served one by this much RMSE."
+    ),
     param: list[str] = typer.Option([], "--param", "-p", help="Pipeline parameter NAME=VALUE (repeatable)."),
     workdir: Path = typer.Option(Path("build/local-sweep"), help="Emulator data, artifacts, cache and endpoints."),
-    keep_endpoint: bool = typer.Option(False, "--keep-endpoint", help="Leave the endpoint running: the next run "
-                                       "compares against it (without it the next run finds no champion)."),
+    keep_endpoint: bool = typer.Option(
+        False,
+        "--keep-endpoint",
+        help="Leave the endpoint running: the next run "
+        "compares against it (without it the next run finds no champion).",
+    ),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse the outputs of unchanged steps."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the run summary as JSON here."),
 ) -> None:
@@ -366,8 +422,7 @@ def sweep_run_command(
     from trainer.emulator import EmulatorError
 
     try:
-        params = sweep.check_parameters(parse_params(param), sweep.pipeline_parameters(taxifare_sweep),
-                                        where="--param")
+        params = sweep.check_parameters(parse_params(param), sweep.pipeline_parameters(taxifare_sweep), where="--param")
         if trials is not None:
             params["trials"] = load_trials(trials)
         if min_improvement is not None:
@@ -377,8 +432,9 @@ def sweep_run_command(
         _fail(str(exc))
     pipeline = components.load_component_from_file(str(compile_pipeline("taxifare_sweep")))
     try:
-        summary = run_local(workdir=workdir, params=params, pipeline=pipeline, keep_endpoint=keep_endpoint,
-                            enable_caching=cache)
+        summary = run_local(
+            workdir=workdir, params=params, pipeline=pipeline, keep_endpoint=keep_endpoint, enable_caching=cache
+        )
     except (RunError, EmulatorError, ValueError) as exc:
         _fail(str(exc))
     best, decision = summary.facts.get("select_best", {}), summary.facts.get("champion", {})
@@ -395,8 +451,10 @@ def sweep_run_command(
         console.print(f"report: {summary.run_dir / 'champion' / 'report'}")
         console.print(f"leaderboard: {summary.run_dir / 'select-best' / 'leaderboard'}")
     if summary.endpoint_kept:
-        console.print(f"endpoint left running at {summary.endpoint_url}; stop it with "
-                      f"`taxifare stop-endpoint --state-dir {workdir / 'state'}`")
+        console.print(
+            f"endpoint left running at {summary.endpoint_url}; stop it with "
+            f"`taxifare stop-endpoint --state-dir {workdir / 'state'}`"
+        )
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(summary.as_dict(), indent=2, default=str))

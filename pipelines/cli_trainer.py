@@ -21,9 +21,15 @@ def train_command(ctx: typer.Context) -> None:
 
 
 def predict_command(
-    json_instances: Path = typer.Option(..., "--json-instances", "--json_instances", help="One JSON instance per line, or a single JSON object."),
-    model_dir: Path | None = typer.Option(None, "--model-dir", "--model_dir", help="A SavedModel, or an export/exporter folder (newest export used)."),
-    endpoint: str | None = typer.Option(None, "--endpoint", help="Instead of a model dir: a prediction URL (the pipeline's predict step)."),
+    json_instances: Path = typer.Option(
+        ..., "--json-instances", "--json_instances", help="One JSON instance per line, or a single JSON object."
+    ),
+    model_dir: Path | None = typer.Option(
+        None, "--model-dir", "--model_dir", help="A SavedModel, or an export/exporter folder (newest export used)."
+    ),
+    endpoint: str | None = typer.Option(
+        None, "--endpoint", help="Instead of a model dir: a prediction URL (the pipeline's predict step)."
+    ),
     batch_size: int = typer.Option(100, "--batch-size", min=1, help="Instances per request (with --endpoint)."),
 ) -> None:
     """Predict fares locally (--model-dir) or through an endpoint (--endpoint): one JSON object

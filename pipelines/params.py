@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -143,7 +144,9 @@ def validate(source, values: Mapping[str, Any]) -> dict[str, Any]:
             else:
                 problems.append(f"parameter {name!r}: {error['msg']} (got {error.get('input')!r})")
         raise ParameterError(
-            "invalid pipeline parameters:\n  " + "\n  ".join(problems)
-            + "\nvalid parameters:\n  " + describe(model).replace("\n", "\n  ")
+            "invalid pipeline parameters:\n  "
+            + "\n  ".join(problems)
+            + "\nvalid parameters:\n  "
+            + describe(model).replace("\n", "\n  ")
         ) from None
     return {name: getattr(checked, name) for name in given}

@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from pipelines import params
 from trainer.config import Settings
@@ -49,7 +50,7 @@ class Submission:
 
 def job_id(pipeline_name: str, now: datetime | None = None) -> str:
     """A readable, unique Vertex job id: ``<pipeline>-YYYYMMDD-HHMMSS`` ([a-z0-9-], ≤128)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     base = re.sub(r"[^a-z0-9-]+", "-", pipeline_name.lower()).strip("-") or "pipeline"
     if not base[0].isalpha():
         base = "p-" + base
@@ -127,8 +128,10 @@ def submit_vertex(
     )
     job.submit(service_account=settings.service_account)
     state = job.gca_resource.state.name
-    url = (f"https://console.cloud.google.com/vertex-ai/locations/{settings.region}/pipelines/runs/"
-           f"{run_id}?project={settings.project}")
+    url = (
+        f"https://console.cloud.google.com/vertex-ai/locations/{settings.region}/pipelines/runs/"
+        f"{run_id}?project={settings.project}"
+    )
     submission = Submission("vertex", run_id, job.resource_name, state, url, values)
     log.info("submitted %s as %s", template, job.resource_name)
     if wait:
@@ -178,12 +181,19 @@ def submit_kfp(
     )
     run_id = result.run_id
     run = client.get_run(run_id)
-    submission = Submission("kfp", run_id, f"{host.rstrip('/')}/apis/v2beta1/runs/{run_id}", str(run.state),
-                            f"{host.rstrip('/')}/#/runs/details/{run_id}", values)
+    submission = Submission(
+        "kfp",
+        run_id,
+        f"{host.rstrip('/')}/apis/v2beta1/runs/{run_id}",
+        str(run.state),
+        f"{host.rstrip('/')}/#/runs/details/{run_id}",
+        values,
+    )
     log.info("created run %s of %s on %s", run_id, template, host)
     if wait:
-        submission.state = _follow(lambda: str(client.get_run(run_id).state), KFP_DONE, poll_interval_s,
-                                   timeout_s, on_state)
+        submission.state = _follow(
+            lambda: str(client.get_run(run_id).state), KFP_DONE, poll_interval_s, timeout_s, on_state
+        )
         if not submission.succeeded:
             error = client.get_run(run_id).error
             detail = f": {error.message}" if error is not None and getattr(error, "message", None) else ""
@@ -191,8 +201,13 @@ def submit_kfp(
     return submission
 
 
-def _follow(get_state: Callable[[], str], done: set[str], poll_interval_s: float, timeout_s: float | None,
-            on_state: Callable[[str], None] | None) -> str:
+def _follow(
+    get_state: Callable[[], str],
+    done: set[str],
+    poll_interval_s: float,
+    timeout_s: float | None,
+    on_state: Callable[[str], None] | None,
+) -> str:
     started = time.monotonic()
     last = None
     while True:

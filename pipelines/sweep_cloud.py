@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from pipelines import params, submit
 from trainer import sweep
@@ -55,8 +56,10 @@ def run_vertex_sweep(
     spec = params.load_spec(template)
     name = spec.get("pipelineInfo", {}).get("name", Path(template).stem)
     # every point is checked before the first job is submitted
-    values = [submit.pipeline_parameters(spec, settings, {**fixed, **point}, defaults={"target": "vertex"})
-              for point in points]
+    values = [
+        submit.pipeline_parameters(spec, settings, {**fixed, **point}, defaults={"target": "vertex"})
+        for point in points
+    ]
     vertex.init(settings.project, settings.region, settings=settings)
     results: list[sweep.TrialResult] = []
     jobs: list[tuple[sweep.TrialResult, Any, float]] = []
@@ -77,7 +80,7 @@ def run_vertex_sweep(
         started = time.time()
         try:
             job.submit(service_account=settings.service_account, experiment=experiment)
-        except Exception as exc:  # one refused point must not stop the others; it becomes its row
+        except Exception as exc:  # noqa: BLE001 — one refused point must not stop the others; it becomes its row
             log.error("grid point %d was not submitted: %s", index, exc)
             result.error = f"not submitted: {type(exc).__name__}: {exc}"
             continue
@@ -102,8 +105,11 @@ def _follow_vertex(result: sweep.TrialResult, job, poll_interval_s: float, timeo
     if state != VERTEX_SUCCEEDED:
         error = job.gca_resource.error
         result.error = f"{state}" + (f": {error.message}" if error and error.message else "")
-        failed = [t for t in job.gca_resource.job_detail.task_details
-                  if t.state.name == "FAILED" and t.error and t.error.message]
+        failed = [
+            t
+            for t in job.gca_resource.job_detail.task_details
+            if t.state.name == "FAILED" and t.error and t.error.message
+        ]
         if failed:
             result.error += f" ({failed[-1].task_name}: {failed[-1].error.message})"
         return
@@ -117,7 +123,7 @@ def vertex_run_metrics(pipeline_job) -> tuple[float | None, dict]:
     from the Metrics artifacts in the job's task details."""
     train_rmses, metrics = [], {}
     for task in pipeline_job.job_detail.task_details:
-        for output_name, artifact_list in task.outputs.items():
+        for artifact_list in task.outputs.values():
             for artifact in artifact_list.artifacts:
                 if artifact.schema_title != "system.Metrics":
                     continue
@@ -168,9 +174,16 @@ def run_kfp_sweep(
         result = sweep.TrialResult(index=index, params=point)
         results.append(result)
         try:
-            submission = submit.submit_kfp(template, settings, host, {**fixed, **point}, experiment=experiment,
-                                           run_name=f"{name}-{index:03d}", enable_caching=enable_caching)
-        except Exception as exc:  # one refused point must not stop the others; it becomes its row
+            submission = submit.submit_kfp(
+                template,
+                settings,
+                host,
+                {**fixed, **point},
+                experiment=experiment,
+                run_name=f"{name}-{index:03d}",
+                enable_caching=enable_caching,
+            )
+        except Exception as exc:  # noqa: BLE001 — one refused point must not stop the others; it becomes its row
             result.error = f"not submitted: {type(exc).__name__}: {exc}"
             continue
         result.run, result.state = submission.url, submission.state
@@ -179,8 +192,13 @@ def run_kfp_sweep(
         client = kfp.Client(host=host)
         for result, submission, started in submissions:
             try:
-                state = submit._follow(lambda: str(client.get_run(submission.run_id).state), submit.KFP_DONE,
-                                       poll_interval_s, timeout_s, None)
+                state = submit._follow(
+                    lambda run_id=submission.run_id: str(client.get_run(run_id).state),
+                    submit.KFP_DONE,
+                    poll_interval_s,
+                    timeout_s,
+                    None,
+                )
             except submit.SubmitError as exc:
                 result.error = str(exc)
                 continue
@@ -238,8 +256,10 @@ def run_tuning_job(
     from trainer import vertex
 
     if not (train_data and eval_data):
-        raise sweep.SweepError("--tuner vertex needs --train-data and --eval-data: gs:// CSVs the trials read "
-                               "(e.g. the clean train/valid splits of a pipeline run)")
+        raise sweep.SweepError(
+            "--tuner vertex needs --train-data and --eval-data: gs:// CSVs the trials read "
+            "(e.g. the clean train/valid splits of a pipeline run)"
+        )
     for uri in (train_data, eval_data):
         if not uri.startswith("gs://"):
             raise sweep.SweepError(f"{uri!r}: tuning trials read their data from the bucket; expected gs://…")
@@ -255,11 +275,14 @@ def run_tuning_job(
     settings = settings or load_settings()
     base_output = f"gs://{settings.bucket}/{settings.prefix}/tuning/{name}"
     args = [
-        "--train_data_paths", vertex.gcs_fuse_path(train_data),
-        "--eval_data_paths", vertex.gcs_fuse_path(eval_data),
+        "--train_data_paths",
+        vertex.gcs_fuse_path(train_data),
+        "--eval_data_paths",
+        vertex.gcs_fuse_path(eval_data),
         # replaced by each trial's own AIP_MODEL_DIR (see trainer.sweep.trial_argv)
-        "--output_dir", vertex.gcs_fuse_path(base_output),
-    ]  # fmt: skip
+        "--output_dir",
+        vertex.gcs_fuse_path(base_output),
+    ]
     for key, value in fixed.items():
         args += [f"--{sweep.TRAINER_FLAGS[key]}", str(value)]
     pools = vertex.worker_pool_specs(image=settings.image, args=args, machine_type=machine_type)
@@ -298,8 +321,10 @@ def run_tuning_job(
     outcome.results = tuning_results(job.trials)
     if outcome.state != "JOB_STATE_SUCCEEDED" and not outcome.results:
         error = job.gca_resource.error
-        raise RuntimeError(f"tuning job {job.resource_name} ended {outcome.state}"
-                           + (f": {error.message}" if error and error.message else ""))
+        raise RuntimeError(
+            f"tuning job {job.resource_name} ended {outcome.state}"
+            + (f": {error.message}" if error and error.message else "")
+        )
     return outcome
 
 
@@ -319,8 +344,14 @@ def tuning_results(trials) -> list[sweep.TrialResult]:
         metrics = {m.metric_id: float(m.value) for m in trial.final_measurement.metrics}
         rmse = metrics.pop(TUNING_METRIC, None)
         state = trial.state.name
-        result = sweep.TrialResult(index=int(trial.id) if str(trial.id).isdigit() else position, params=point,
-                                   rmse=rmse, metrics=metrics, run=trial.name or trial.id, state=state)
+        result = sweep.TrialResult(
+            index=int(trial.id) if str(trial.id).isdigit() else position,
+            params=point,
+            rmse=rmse,
+            metrics=metrics,
+            run=trial.name or trial.id,
+            state=state,
+        )
         if state != "SUCCEEDED" or rmse is None or not math.isfinite(rmse):
             result.error = trial.infeasible_reason or f"trial {trial.id} ended {state} without an {TUNING_METRIC}"
         results.append(result)

@@ -14,9 +14,18 @@ from tests import reliability
 def test_quick_ingest_and_collected_reliability_figures(tmp_path, monkeypatch):
     monkeypatch.setenv("TAXIFARE_RELIABILITY_OUT", str(tmp_path / "reliability"))
     reliability.record(
-        "endpoint_load", "8 clients for 60 s", passed=False, clients=8, seconds=60.0, requests=1234, errors=3,
-        rss_after_warmup_mib=600.0, rss_at_end_mib=700.0, rss_growth=0.1667, rss_growth_limit=0.1,
-    )  # fmt: skip
+        "endpoint_load",
+        "8 clients for 60 s",
+        passed=False,
+        clients=8,
+        seconds=60.0,
+        requests=1234,
+        errors=3,
+        rss_after_warmup_mib=600.0,
+        rss_at_end_mib=700.0,
+        rss_growth=0.1667,
+        rss_growth_limit=0.1,
+    )
     report = run_all(tmp_path, quick=True, sections=("ingest", "reliability"), reliability="collect")
 
     assert set(report["sections"]) == {"ingest", "reliability"}

@@ -28,8 +28,9 @@ def test_error_by_distance_bins():
 def test_evaluation_html_has_both_plots_and_metrics():
     rng = np.random.default_rng(0)
     actual = rng.uniform(3, 60, 200)
-    page = report.evaluation_html(actual, actual + rng.normal(0, 2, 200), rng.uniform(0, 30, 200),
-                                  metrics={"rmse": 2.0})
+    page = report.evaluation_html(
+        actual, actual + rng.normal(0, 2, 200), rng.uniform(0, 30, 200), metrics={"rmse": 2.0}
+    )
     assert page.count("data:image/png;base64,") == 2
     assert "<td>rmse</td><td>2.0</td>" in page
 

@@ -68,7 +68,8 @@ def test_kind_up_without_kind_fails_with_a_clear_line(tmp_path):
     result = subprocess.run(["bash", str(CONTAINER / "kind-up.sh")], env=env, capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "kind-up: kind is required: install kind v0.27.0, https://kind.sigs.k8s.io/docs/user/quick-start/#installation")
+        "kind-up: kind is required: install kind v0.27.0, https://kind.sigs.k8s.io/docs/user/quick-start/#installation"
+    )
 
 
 def _k8s_calls() -> set[tuple[str, str]]:
@@ -88,8 +89,9 @@ def test_rbac_grants_exactly_what_the_cluster_deploy_calls():
     documents = list(yaml.safe_load_all((CONTAINER / "k8s" / "serving-rbac.yaml").read_text()))
     kinds = {d["kind"]: d for d in documents}
     assert set(kinds) == {"Role", "RoleBinding"}  # namespaced only, nothing cluster-wide
-    granted = {(resource, verb) for rule in kinds["Role"]["rules"] for resource in rule["resources"]
-               for verb in rule["verbs"]}
+    granted = {
+        (resource, verb) for rule in kinds["Role"]["rules"] for resource in rule["resources"] for verb in rule["verbs"]
+    }
     assert granted == _k8s_calls()
     (subject,) = kinds["RoleBinding"]["subjects"]
     assert subject == {"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "kubeflow"}

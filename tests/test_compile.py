@@ -42,8 +42,17 @@ def test_every_parameter_has_default_and_description(tmp_path):
     for name, definition in declared.items():
         assert "defaultValue" in definition, f"{name} has no default"
         assert definition.get("description"), f"{name} is not documented"
-    for name in ("project", "region", "bucket", "source", "train_steps", "batch_size", "hidden_units",
-                 "learning_rate", "max_bad_fraction"):
+    for name in (
+        "project",
+        "region",
+        "bucket",
+        "source",
+        "train_steps",
+        "batch_size",
+        "hidden_units",
+        "learning_rate",
+        "max_bad_fraction",
+    ):
         assert name in declared
 
 

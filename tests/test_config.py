@@ -22,19 +22,22 @@ def test_valid_bucket_names(name):
     assert config.check_bucket_name(name) == name
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("gs://taxifare-ml", "without gs://"),
-    ("ab", "3-63 characters"),
-    ("Taxifare", "only lowercase letters"),
-    ("-taxifare", "starting and ending with a letter or digit"),
-    ("taxifare-", "starting and ending with a letter or digit"),
-    ("taxi fare", "only lowercase letters"),
-    ("a" * 64, "longer than 63"),
-    ("a." + "b" * 64, "each dot-separated part"),
-    ("192.168.5.4", "IP address"),
-    ("goog-data", "goog"),
-    ("my-g00gle-data", "look-alike"),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("gs://taxifare-ml", "without gs://"),
+        ("ab", "3-63 characters"),
+        ("Taxifare", "only lowercase letters"),
+        ("-taxifare", "starting and ending with a letter or digit"),
+        ("taxifare-", "starting and ending with a letter or digit"),
+        ("taxi fare", "only lowercase letters"),
+        ("a" * 64, "longer than 63"),
+        ("a." + "b" * 64, "each dot-separated part"),
+        ("192.168.5.4", "IP address"),
+        ("goog-data", "goog"),
+        ("my-g00gle-data", "look-alike"),
+    ],
+)
 def test_bad_bucket_names(name, expected):
     with pytest.raises(ValueError, match=expected):
         config.check_bucket_name(name)
@@ -51,10 +54,19 @@ def test_bad_regions(region):
         Settings(region=region)
 
 
-@pytest.mark.parametrize("project, ok", [
-    ("my-project-123", True), ("example.com:taxi-ml", True), ("abcdef", True),
-    ("abc", False), ("1project", False), ("my_project", False), ("project-", False), ("a" * 31, False),
-])
+@pytest.mark.parametrize(
+    "project, ok",
+    [
+        ("my-project-123", True),
+        ("example.com:taxi-ml", True),
+        ("abcdef", True),
+        ("abc", False),
+        ("1project", False),
+        ("my_project", False),
+        ("project-", False),
+        ("a" * 31, False),
+    ],
+)
 def test_project_ids(project, ok):
     if ok:
         assert Settings(project=project).project == project
@@ -63,14 +75,17 @@ def test_project_ids(project, ok):
             Settings(project=project)
 
 
-@pytest.mark.parametrize("email, ok", [
-    ("taxifare-pipelines@my-project.iam.gserviceaccount.com", True),
-    ("123456789012-compute@developer.gserviceaccount.com", True),
-    ("service-123456789012@gcp-sa-aiplatform.iam.gserviceaccount.com", True),
-    ("someone@example.com", False),
-    ("taxifare-pipelines", False),
-    ("Taxi@my-project.iam.gserviceaccount.com", False),
-])
+@pytest.mark.parametrize(
+    "email, ok",
+    [
+        ("taxifare-pipelines@my-project.iam.gserviceaccount.com", True),
+        ("123456789012-compute@developer.gserviceaccount.com", True),
+        ("service-123456789012@gcp-sa-aiplatform.iam.gserviceaccount.com", True),
+        ("someone@example.com", False),
+        ("taxifare-pipelines", False),
+        ("Taxi@my-project.iam.gserviceaccount.com", False),
+    ],
+)
 def test_service_accounts(email, ok):
     if ok:
         assert Settings(service_account=email).service_account == email
@@ -79,16 +94,19 @@ def test_service_accounts(email, ok):
             Settings(service_account=email)
 
 
-@pytest.mark.parametrize("image, ok", [
-    ("taxifare-pipelines:local", True),
-    ("us-central1-docker.pkg.dev/my-project/taxifare/taxifare-pipelines:1.2.0", True),
-    ("localhost:5000/taxifare", True),
-    ("gcr.io/my-project/taxifare@sha256:" + "a" * 64, True),
-    ("Taxifare:latest", False),
-    ("taxifare:", False),
-    ("gcr.io/p/taxifare@sha256:short", False),
-    ("taxi fare", False),
-])
+@pytest.mark.parametrize(
+    "image, ok",
+    [
+        ("taxifare-pipelines:local", True),
+        ("us-central1-docker.pkg.dev/my-project/taxifare/taxifare-pipelines:1.2.0", True),
+        ("localhost:5000/taxifare", True),
+        ("gcr.io/my-project/taxifare@sha256:" + "a" * 64, True),
+        ("Taxifare:latest", False),
+        ("taxifare:", False),
+        ("gcr.io/p/taxifare@sha256:short", False),
+        ("taxi fare", False),
+    ],
+)
 def test_image_references(image, ok):
     if ok:
         assert Settings(image=image).image == image

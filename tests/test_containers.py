@@ -40,11 +40,13 @@ BUILD_SCRIPT = REPO / "container" / "build.sh"
 # -- the compiled spec names the configured image (no Docker needed) -------------------------------
 def test_compiled_spec_references_the_configured_image(tmp_path):
     image = "europe-west4-docker.pkg.dev/taxi-ml-prod/taxifare/taxifare-pipelines:2.1.0"
-    code = ("from pipelines.compile import compile_pipeline; import sys; "
-            "print(compile_pipeline('taxifare', sys.argv[1]))")
+    code = (
+        "from pipelines.compile import compile_pipeline; import sys; print(compile_pipeline('taxifare', sys.argv[1]))"
+    )
     env = {**os.environ, "TAXIFARE_IMAGE": image}
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, cwd=tmp_path, check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], env=env, cwd=tmp_path, check=True, capture_output=True, text=True
+    )
     spec = _load_yaml(Path(out.stdout.strip().splitlines()[-1]))
     executors = spec["deploymentSpec"]["executors"]
     assert len(executors) >= 6
@@ -107,26 +109,41 @@ def image(docker_engine):
     started = time.monotonic()
     result = subprocess.run([str(BUILD_SCRIPT), name], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, f"container/build.sh failed:\n{result.stderr[-3000:]}"
-    log.info("image %s: build.sh took %.1f s; %s", name, time.monotonic() - started,
-             result.stderr.strip().splitlines()[-1])
+    log.info(
+        "image %s: build.sh took %.1f s; %s", name, time.monotonic() - started, result.stderr.strip().splitlines()[-1]
+    )
     return name
 
 
 def _inspect(image: str) -> dict:
-    return json.loads(subprocess.run(["docker", "image", "inspect", image], check=True, capture_output=True,
-                                     text=True).stdout)[0]
+    return json.loads(
+        subprocess.run(["docker", "image", "inspect", image], check=True, capture_output=True, text=True).stdout
+    )[0]
 
 
 # -- the serving container ---------------------------------------------------------------------------
 class ServingContainer:
     """``docker run`` of the serving entrypoint on the host network, the way Vertex AI runs it."""
 
-    def __init__(self, image: str, model_uri: str, *, command: list[str] | None = None, args: list[str] | None = None,
-                 predict_route: str = "/predict", health_route: str = "/health"):
+    def __init__(
+        self,
+        image: str,
+        model_uri: str,
+        *,
+        command: list[str] | None = None,
+        args: list[str] | None = None,
+        predict_route: str = "/predict",
+        health_route: str = "/health",
+    ):
         self.port = free_port()
         self.predict_route, self.health_route = predict_route, health_route
-        env = {"AIP_HTTP_PORT": str(self.port), "AIP_STORAGE_URI": model_uri, "AIP_PREDICT_ROUTE": predict_route,
-               "AIP_HEALTH_ROUTE": health_route, "STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"]}
+        env = {
+            "AIP_HTTP_PORT": str(self.port),
+            "AIP_STORAGE_URI": model_uri,
+            "AIP_PREDICT_ROUTE": predict_route,
+            "AIP_HEALTH_ROUTE": health_route,
+            "STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"],
+        }
         argv = ["docker", "run", "-d", "--network", "host"]
         for key, value in env.items():
             argv += ["-e", f"{key}={value}"]
@@ -149,16 +166,21 @@ class ServingContainer:
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
-            state = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", self.container_id],
-                                   capture_output=True, text=True).stdout.strip()
+            state = subprocess.run(
+                ["docker", "inspect", "-f", "{{.State.Running}}", self.container_id], capture_output=True, text=True
+            ).stdout.strip()
             if state != "true":
                 raise RuntimeError(f"serving container exited:\n{self.logs()}")
             time.sleep(0.5)
         raise RuntimeError(f"serving container not healthy after {timeout_s:.0f} s:\n{self.logs()}")
 
     def predict(self, body: dict) -> tuple[int, dict]:
-        request = urllib.request.Request(self.url + self.predict_route, data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"}, method="POST")
+        request = urllib.request.Request(
+            self.url + self.predict_route,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, json.loads(response.read())
@@ -234,9 +256,14 @@ def vertex_backed_by_containers(contract_server, image):
         (upload,) = contract_server.calls("POST", r".*/models:upload")
         model = upload.body["model"]
         spec = model["containerSpec"]
-        container = ServingContainer(spec["imageUri"], model["artifactUri"], command=spec.get("command"),
-                                     args=spec.get("args"), predict_route=spec["predictRoute"],
-                                     health_route=spec["healthRoute"])
+        container = ServingContainer(
+            spec["imageUri"],
+            model["artifactUri"],
+            command=spec.get("command"),
+            args=spec.get("args"),
+            predict_route=spec["predictRoute"],
+            health_route=spec["healthRoute"],
+        )
         containers.append(container)
         container.wait_healthy()
         deployed = request.body["deployedModel"]
@@ -244,9 +271,14 @@ def vertex_backed_by_containers(contract_server, image):
             "name": request.path.strip("/").removeprefix("v1/").split(":")[0] + "/operations/1",
             "metadata": {"@type": "type.googleapis.com/google.cloud.aiplatform.v1.DeployModelOperationMetadata"},
             "done": True,
-            "response": {"@type": "type.googleapis.com/google.cloud.aiplatform.v1.DeployModelResponse",
-                         "deployedModel": {"id": "6100000000000000001", "model": deployed["model"],
-                                           "displayName": deployed.get("displayName", "")}},
+            "response": {
+                "@type": "type.googleapis.com/google.cloud.aiplatform.v1.DeployModelResponse",
+                "deployedModel": {
+                    "id": "6100000000000000001",
+                    "model": deployed["model"],
+                    "displayName": deployed.get("displayName", ""),
+                },
+            },
         }
 
     def predict(request):
@@ -266,8 +298,7 @@ def vertex_backed_by_containers(contract_server, image):
 
 
 @pytest.mark.containers
-def test_whole_pipeline_runs_in_the_project_image(image, gcs_emulator, bucket, vertex_backed_by_containers,
-                                                  tmp_path):
+def test_whole_pipeline_runs_in_the_project_image(image, gcs_emulator, bucket, vertex_backed_by_containers, tmp_path):
     from kfp import local
 
     from pipelines.taxifare import taxifare
@@ -290,9 +321,17 @@ def test_whole_pipeline_runs_in_the_project_image(image, gcs_emulator, bucket, v
     since = str(int(time.time()) - 1)
     started = time.monotonic()
     result = taxifare(
-        project="test-project", region="us-central1", bucket=bucket,
-        source="synthetic://?rows=3000&layout=lab&seed=5", train_steps=40, smoke_steps=5, batch_size=256,
-        target="vertex", endpoint_name="taxifare", sample_size=50, predict_batch_size=20,
+        project="test-project",
+        region="us-central1",
+        bucket=bucket,
+        source="synthetic://?rows=3000&layout=lab&seed=5",
+        train_steps=40,
+        smoke_steps=5,
+        batch_size=256,
+        target="vertex",
+        endpoint_name="taxifare",
+        sample_size=50,
+        predict_batch_size=20,
     )
     wall_s = time.monotonic() - started
     log.info("taxifare pipeline under DockerRunner: %.1f s", wall_s)
@@ -301,9 +340,25 @@ def test_whole_pipeline_runs_in_the_project_image(image, gcs_emulator, bucket, v
     assert math.isfinite(rmse) and rmse > 0
 
     # every task ran as a container of the project image (plus the serving container)
-    events = subprocess.run(["docker", "events", "--since", since, "--until", str(int(time.time()) + 1),
-                             "--filter", "event=start", "--filter", f"image={image}", "--format", "{{.ID}}"],
-                            capture_output=True, text=True, check=True).stdout.split()
+    events = subprocess.run(
+        [
+            "docker",
+            "events",
+            "--since",
+            since,
+            "--until",
+            str(int(time.time()) + 1),
+            "--filter",
+            "event=start",
+            "--filter",
+            f"image={image}",
+            "--format",
+            "{{.ID}}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert len(events) >= 7, events
 
     (upload,) = server.calls("POST", r".*/models:upload")
@@ -327,8 +382,16 @@ def test_custom_job_worker_pools_train_one_model_in_containers(image, tmp_path):
     train = synth.write_csv(data / "train.csv", rows=3000, layout="lab", seed=21)
     valid = synth.write_csv(data / "valid.csv", rows=600, layout="lab", seed=22)
     output_dir = tmp_path / "out"
-    args = vertex.trainer_args(train_data=str(train), eval_data=str(valid), output_dir=str(output_dir),
-                               train_steps=20, batch_size=128, hidden_units="16 8", learning_rate=0.01, seed=4)
+    args = vertex.trainer_args(
+        train_data=str(train),
+        eval_data=str(valid),
+        output_dir=str(output_dir),
+        train_steps=20,
+        batch_size=128,
+        hidden_units="16 8",
+        learning_rate=0.01,
+        seed=4,
+    )
     pools = vertex.worker_pool_specs(image=image, args=args, replica_count=2)
     cluster = {"chief": [f"127.0.0.1:{free_port()}"], "worker": [f"127.0.0.1:{free_port()}"]}
     replicas = [("chief", 0, pools[0]), ("worker", 0, pools[1])]
@@ -337,12 +400,31 @@ def test_custom_job_worker_pools_train_one_model_in_containers(image, tmp_path):
         for kind, index, pool in replicas:
             spec = pool["container_spec"]
             tf_config = json.dumps({"cluster": cluster, "task": {"type": kind, "index": index}})
-            argv = ["docker", "run", "-d", "--network", "host", "--user", f"{os.getuid()}:{os.getgid()}",
-                    "-e", f"TF_CONFIG={tf_config}", "-e", "HOME=/tmp", "-v", f"{tmp_path}:{tmp_path}",
-                    "--entrypoint", spec["command"][0], spec["image_uri"], *spec["command"][1:], *spec["args"]]
+            argv = [
+                "docker",
+                "run",
+                "-d",
+                "--network",
+                "host",
+                "--user",
+                f"{os.getuid()}:{os.getgid()}",
+                "-e",
+                f"TF_CONFIG={tf_config}",
+                "-e",
+                "HOME=/tmp",
+                "-v",
+                f"{tmp_path}:{tmp_path}",
+                "--entrypoint",
+                spec["command"][0],
+                spec["image_uri"],
+                *spec["command"][1:],
+                *spec["args"],
+            ]
             ids.append(subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip())
-        codes = [int(subprocess.run(["docker", "wait", cid], capture_output=True, text=True, timeout=300).stdout)
-                 for cid in ids]
+        codes = [
+            int(subprocess.run(["docker", "wait", cid], capture_output=True, text=True, timeout=300).stdout)
+            for cid in ids
+        ]
         logs = [subprocess.run(["docker", "logs", cid], capture_output=True, text=True) for cid in ids]
         logs = [out.stdout + out.stderr for out in logs]
         assert codes == [0, 0], "\n\n".join(log[-2500:] for log in logs)

@@ -58,8 +58,10 @@ def test_dated_layout(tmp_path, header):
     assert scan.layout is schema.DATED and scan.files[0].has_header is header
     rows = _rows(scan)
     assert rows["pickup_datetime"] == [
-        b"2011-01-28 20:42:59 UTC", b"2011-06-27 04:28:06 UTC", b"2013-03-06 11:00:00 UTC",
-    ]  # fmt: skip
+        b"2011-01-28 20:42:59 UTC",
+        b"2011-06-27 04:28:06 UTC",
+        b"2013-03-06 11:00:00 UTC",
+    ]
     assert rows["passenger_count"] == [1.0, 1.0, 6.0]
     assert rows[schema.LABEL] == pytest.approx([11.3, 7.7, 52.0])
 
@@ -124,9 +126,7 @@ def test_training_stops_on_a_malformed_line(tmp_path, capsys):
     lines = good.read_text().splitlines()
     lines[41] = lines[41].replace(",", ",x", 1)
     good.write_text("\n".join(lines) + "\n")
-    code = task.main(
-        [f"--train_data_paths={good}", f"--eval_data_paths={good}", f"--output_dir={tmp_path / 'out'}"]
-    )
+    code = task.main([f"--train_data_paths={good}", f"--eval_data_paths={good}", f"--output_dir={tmp_path / 'out'}"])
     assert code == task.EXIT_DATA
     err = capsys.readouterr().err
     assert f"{good}: line 42: not_a_number: pickuplon='x" in err
@@ -172,7 +172,9 @@ def test_implausible_rows_are_counted_and_dropped(tmp_path, cache):
     assert len(rows) == 1
     _, label, mask = rows[0]
     assert label.shape == (14,)
-    assert mask.numpy().tolist() == [schema.check_row(line.split(","), schema.LAB)[0] is None for line in IMPLAUSIBLE_LINES]
+    assert mask.numpy().tolist() == [
+        schema.check_row(line.split(","), schema.LAB)[0] is None for line in IMPLAUSIBLE_LINES
+    ]
 
 
 def test_tf_mask_agrees_with_schema_on_synthetic_rows(tmp_path):

@@ -33,17 +33,23 @@ def _download_splits(result, tmp_path) -> tuple[list[bytes], list[bytes]]:
     [
         ("synthetic://?rows=500&layout=dated&seed=7", "synthetic", {"rows": 500, "layout": "dated", "seed": 7}),
         ("synthetic://", "synthetic", {"rows": ingest.DEFAULT_SYNTHETIC_ROWS, "layout": "lab", "seed": 0}),
-        ("bq://my-project.taxi_data.trips_2015", "bigquery",
-         {"table_project": "my-project", "dataset": "taxi_data", "table": "trips_2015"}),
-        ("bq://?project=my-project&query=SELECT a+b FROM `x.y.z` WHERE c = 'd&e'", "bigquery",
-         {"project": "my-project", "query": "SELECT a+b FROM `x.y.z` WHERE c = 'd&e'"}),
+        (
+            "bq://my-project.taxi_data.trips_2015",
+            "bigquery",
+            {"table_project": "my-project", "dataset": "taxi_data", "table": "trips_2015"},
+        ),
+        (
+            "bq://?project=my-project&query=SELECT a+b FROM `x.y.z` WHERE c = 'd&e'",
+            "bigquery",
+            {"project": "my-project", "query": "SELECT a+b FROM `x.y.z` WHERE c = 'd&e'"},
+        ),
         ("bq://?query=SELECT%201", "bigquery", {"query": "SELECT 1"}),
         ("gs://bkt/data/*.csv", "gcs", {"bucket": "bkt", "name": "data/*.csv"}),
         ("https://example.com/taxi.csv", "https", {}),
         ("http://127.0.0.1:8000/taxi.csv", "https", {}),
         ("data/taxi-train.csv", "file", {}),
     ],
-)  # fmt: skip
+)
 def test_parse_source(text, kind, params):
     source = ingest.parse_source(text)
     assert source.kind == kind
@@ -322,7 +328,8 @@ def _play_bigquery_extract(contract_server, shard: Path) -> tuple[threading.Thre
 
 def _extract_request(contract_server) -> dict:
     (insert,) = [
-        r for r in contract_server.calls("POST", r"/bigquery/v2/projects/[^/]+/jobs")
+        r
+        for r in contract_server.calls("POST", r"/bigquery/v2/projects/[^/]+/jobs")
         if "extract" in r.body["configuration"]
     ]
     assert insert.body["jobReference"]["jobId"].startswith("taxifare_extract_")
@@ -333,10 +340,12 @@ def _extract_request(contract_server) -> dict:
     "source, contract",
     [
         ("bq://taxi-project.course.taxi_trips", "bigquery_extract"),
-        ("bq://?project=taxi-project&query=SELECT * FROM `taxi-project.course.taxi_trips` WHERE MOD(ABS(FARM_FINGERPRINT(key)), 4) < 1",
-         "bigquery_query_extract"),
+        (
+            "bq://?project=taxi-project&query=SELECT * FROM `taxi-project.course.taxi_trips` WHERE MOD(ABS(FARM_FINGERPRINT(key)), 4) < 1",
+            "bigquery_query_extract",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bigquery_source(source, contract, bucket, gcs_emulator, contract_server, tmp_path):
     """The real BigQuery client against recorded REST answers (table extract, or query then extract)."""
     contract_server.load(contract)
@@ -396,9 +405,7 @@ def test_emulator_killed_mid_ingest_then_rerun_completes(tmp_path, monkeypatch):
         assert 1 <= len(partial) < 3 and not any(u.endswith("dataset.json") for u in partial)
         result = ingest.ingest(str(source), bucket="crash-test", prefix="p", valid_fraction=0.5)
         assert set(partial) <= set(result.skipped)
-        assert storage.list_blobs(root) == sorted(
-            [result.train.uri, result.valid.uri, result.manifest_uri]
-        )
+        assert storage.list_blobs(root) == sorted([result.train.uri, result.valid.uri, result.manifest_uri])
         train, valid, _ = ingest.download_dataset(result.dataset_uri, tmp_path / "back")
         assert len(_lines(train)) + len(_lines(valid)) == 250_000
         assert ingest.ingest(str(source), bucket="crash-test", prefix="p", valid_fraction=0.5).uploaded == []
@@ -408,15 +415,18 @@ def test_bigquery_missing_table_is_one_line(bucket, gcs_emulator, contract_serve
     contract_server.add(
         "POST",
         r"/bigquery/v2/projects/[^/]+/jobs",
-        {"error": {"code": 404, "message": "Not found: Table taxi-project:course.nope was not found in location US",
-                   "errors": [{"reason": "notFound", "message": "Not found: Table taxi-project:course.nope"}],
-                   "status": "NOT_FOUND"}},
+        {
+            "error": {
+                "code": 404,
+                "message": "Not found: Table taxi-project:course.nope was not found in location US",
+                "errors": [{"reason": "notFound", "message": "Not found: Table taxi-project:course.nope"}],
+                "status": "NOT_FOUND",
+            }
+        },
         status=404,
-    )  # fmt: skip
+    )
     with pytest.raises(ingest.SourceError) as info:
-        ingest.ingest(
-            "bq://taxi-project.course.nope", bucket=bucket, prefix="p", bigquery_endpoint=contract_server.url
-        )
+        ingest.ingest("bq://taxi-project.course.nope", bucket=bucket, prefix="p", bigquery_endpoint=contract_server.url)
     message = str(info.value)
     assert message.startswith("source bq://taxi-project.course.nope: BigQuery 404: Not found: Table")
     assert "\n" not in message

@@ -16,9 +16,16 @@ def _env(container: dict) -> dict:
 
 def test_first_deploy_creates_deployment_and_service_and_waits_until_ready(contract_server):
     contract_server.load("k8s_serving_new")
-    endpoint = k8s.deploy_serving(name="taxifare", model_uri=MODEL, image=IMAGE, namespace="kubeflow", replicas=1,
-                                  env={"GOOGLE_CLOUD_PROJECT": "test-project"}, host=contract_server.url,
-                                  poll_interval_s=0.01)
+    endpoint = k8s.deploy_serving(
+        name="taxifare",
+        model_uri=MODEL,
+        image=IMAGE,
+        namespace="kubeflow",
+        replicas=1,
+        env={"GOOGLE_CLOUD_PROJECT": "test-project"},
+        host=contract_server.url,
+        poll_interval_s=0.01,
+    )
     assert endpoint.created is True
     assert endpoint.url == "http://taxifare.kubeflow.svc.cluster.local/predict"
 
@@ -32,8 +39,13 @@ def test_first_deploy_creates_deployment_and_service_and_waits_until_ready(contr
     assert container["image"] == IMAGE and container["imagePullPolicy"] == "IfNotPresent"
     assert container["args"] == ["serve"]
     assert container["ports"] == [{"containerPort": 8080, "name": "http"}]
-    assert _env(container) == {"AIP_HTTP_PORT": "8080", "AIP_HEALTH_ROUTE": "/health", "AIP_PREDICT_ROUTE": "/predict",
-                               "AIP_STORAGE_URI": MODEL, "GOOGLE_CLOUD_PROJECT": "test-project"}
+    assert _env(container) == {
+        "AIP_HTTP_PORT": "8080",
+        "AIP_HEALTH_ROUTE": "/health",
+        "AIP_PREDICT_ROUTE": "/predict",
+        "AIP_STORAGE_URI": MODEL,
+        "GOOGLE_CLOUD_PROJECT": "test-project",
+    }
     assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": 8080}
     security = container["securityContext"]
     assert security["runAsNonRoot"] is True and security["runAsUser"] == 1000
@@ -51,8 +63,9 @@ def test_first_deploy_creates_deployment_and_service_and_waits_until_ready(contr
 def test_redeploy_patches_in_place_with_the_new_model(contract_server):
     contract_server.load("k8s_serving_existing", "k8s_serving_new")
     new_model = "gs://taxifare-test/taxifare/models/1795720000"
-    endpoint = k8s.deploy_serving(name="taxifare", model_uri=new_model, image=IMAGE, host=contract_server.url,
-                                  replicas=3, wait=False)
+    endpoint = k8s.deploy_serving(
+        name="taxifare", model_uri=new_model, image=IMAGE, host=contract_server.url, replicas=3, wait=False
+    )
     assert endpoint.created is False
     assert not contract_server.calls("POST")
     (patch,) = contract_server.calls("PATCH", r".*/deployments/taxifare")
@@ -66,20 +79,45 @@ def test_redeploy_patches_in_place_with_the_new_model(contract_server):
 
 def test_deployment_that_never_gets_ready_fails_with_counts(contract_server):
     contract_server.load("k8s_serving_new")
-    contract_server.add("GET", r"/apis/apps/v1/namespaces/kubeflow/deployments/taxifare/status", {
-        "kind": "Deployment", "apiVersion": "apps/v1", "metadata": {"name": "taxifare"},
-        "status": {"replicas": 1, "updatedReplicas": 1, "unavailableReplicas": 1}})
+    contract_server.add(
+        "GET",
+        r"/apis/apps/v1/namespaces/kubeflow/deployments/taxifare/status",
+        {
+            "kind": "Deployment",
+            "apiVersion": "apps/v1",
+            "metadata": {"name": "taxifare"},
+            "status": {"replicas": 1, "updatedReplicas": 1, "unavailableReplicas": 1},
+        },
+    )
     with pytest.raises(k8s.ClusterError, match=r"kubeflow/taxifare: 0/1 replicas ready after 0 s"):
-        k8s.deploy_serving(name="taxifare", model_uri=MODEL, image=IMAGE, host=contract_server.url, timeout_s=0.05,
-                           poll_interval_s=0.01)
+        k8s.deploy_serving(
+            name="taxifare",
+            model_uri=MODEL,
+            image=IMAGE,
+            host=contract_server.url,
+            timeout_s=0.05,
+            poll_interval_s=0.01,
+        )
 
 
 def test_refused_create_names_the_object_and_reason(contract_server):
     contract_server.load("k8s_serving_new")
-    contract_server.add("POST", r"/apis/apps/v1/namespaces/(?P<ns>[^/]+)/deployments", status=403, response={
-        "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
-        "message": "deployments.apps is forbidden: User \"system:serviceaccount:kubeflow:pipeline-runner\" cannot create"})
-    with pytest.raises(k8s.ClusterError, match=r"deploying taxifare to namespace kubeflow: 403 Forbidden.*pipeline-runner"):
+    contract_server.add(
+        "POST",
+        r"/apis/apps/v1/namespaces/(?P<ns>[^/]+)/deployments",
+        status=403,
+        response={
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "reason": "Forbidden",
+            "code": 403,
+            "message": 'deployments.apps is forbidden: User "system:serviceaccount:kubeflow:pipeline-runner" cannot create',
+        },
+    )
+    with pytest.raises(
+        k8s.ClusterError, match=r"deploying taxifare to namespace kubeflow: 403 Forbidden.*pipeline-runner"
+    ):
         k8s.deploy_serving(name="taxifare", model_uri=MODEL, image=IMAGE, host=contract_server.url)
 
 

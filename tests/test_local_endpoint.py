@@ -26,10 +26,20 @@ def test_deploy_predict_replace_stop(state_dir, lab_model_dir, dated_model_dir, 
     instances = tmp_path / "test.json"
     instances.write_text(json.dumps(schema.LAB_TEST_INSTANCE, indent=2))
     result = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "predict", "--endpoint", first.predict_url,
-         "--json-instances", str(instances)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "predict",
+            "--endpoint",
+            first.predict_url,
+            "--json-instances",
+            str(instances),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     (line,) = result.stdout.splitlines()
     assert json.loads(line)["fare_amount"] > 2.5
@@ -51,10 +61,20 @@ def test_predict_cli_names_the_endpoint_error(state_dir, lab_model_dir, tmp_path
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**schema.LAB_TEST_INSTANCE, "passengers": "two"}) + "\n")
     result = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "predict", "--endpoint", endpoint.predict_url,
-         "--json-instances", str(bad)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "predict",
+            "--endpoint",
+            endpoint.predict_url,
+            "--json-instances",
+            str(bad),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "400" in result.stderr and "passengers" in result.stderr
     assert "Traceback" not in result.stderr

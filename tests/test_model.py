@@ -143,9 +143,7 @@ def _check_round_trip(output_dir: Path, valid: Path, layout: schema.Layout):
     meta = json.loads((export / "assets.extra" / "taxifare.json").read_text())
     assert meta["layout"] == layout.name
     assert meta["metrics"]["rmse"] == pytest.approx(metrics["rmse"])
-    assert meta["fields"] == {
-        n: "string" if n == layout.pickup_datetime else "float32" for n in layout.serving_fields
-    }
+    assert meta["fields"] == {n: "string" if n == layout.pickup_datetime else "float32" for n in layout.serving_fields}
 
     # The raw signature: one [None] input per serving field, output fare_amount [None].
     sig = tf.saved_model.load(str(export)).signatures["serving_default"]

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -27,13 +26,32 @@ def test_two_workers_train_one_model(tmp_path):
     valid = synth.write_csv(tmp_path / "valid.csv", rows=600, layout="lab", seed=12)
     output_dir = tmp_path / "out"
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
-    argv = [sys.executable, "-m", "trainer.task", "--train_data_paths", str(train), "--eval_data_paths", str(valid),
-            "--output_dir", str(output_dir), "--train_steps", str(STEPS), "--train_batch_size", "128",
-            "--hidden_units", "16 8", "--seed", "3"]
+    argv = [
+        sys.executable,
+        "-m",
+        "trainer.task",
+        "--train_data_paths",
+        str(train),
+        "--eval_data_paths",
+        str(valid),
+        "--output_dir",
+        str(output_dir),
+        "--train_steps",
+        str(STEPS),
+        "--train_batch_size",
+        "128",
+        "--hidden_units",
+        "16 8",
+        "--seed",
+        "3",
+    ]
     workers = []
     for index in range(2):
-        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-               "CUDA_VISIBLE_DEVICES": ""}
+        env = {
+            **os.environ,
+            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+            "CUDA_VISIBLE_DEVICES": "",
+        }
         log = open(tmp_path / f"worker{index}.log", "w")
         workers.append((subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT), log))
     try:
@@ -47,7 +65,7 @@ def test_two_workers_train_one_model(tmp_path):
     logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
     assert codes == [0, 0], "\n\n".join(log[-3000:] for log in logs)
 
-    for index, log in enumerate(logs):
+    for log in logs:
         assert "multi-worker training: 2 workers" in log, log[-2000:]
         # the collective spans both tasks: each worker joined the same two-task cluster
         assert "/job:worker/replica:0/task:1" in log and "/job:worker/replica:0/task:0" in log, log[-2000:]

@@ -37,8 +37,13 @@ def taxifare_yaml(tmp_path_factory):
 def test_text_values_are_typed(source, tiny_yaml):
     pipeline = tiny if source == "function" else tiny_yaml
     values = params.parse_assignments(["text=hi", "times=3", "ratio=0.25", "dry_run=true", 'tags=["a","b"]'])
-    assert params.validate(pipeline, values) == {"text": "hi", "times": 3, "ratio": 0.25, "dry_run": True,
-                                                 "tags": ["a", "b"]}
+    assert params.validate(pipeline, values) == {
+        "text": "hi",
+        "times": 3,
+        "ratio": 0.25,
+        "dry_run": True,
+        "tags": ["a", "b"],
+    }
 
 
 @pytest.mark.parametrize("source", ["function", "yaml"])
@@ -84,11 +89,14 @@ def test_taxifare_bad_parameters_fail(taxifare_yaml):
     assert params.validate(taxifare_yaml, {"train_steps": "100"}) == {"train_steps": 100}
 
 
-@pytest.mark.parametrize("items, message", [
-    (["train_steps"], "expected NAME=VALUE"),
-    (["=3"], "expected NAME=VALUE"),
-    (["a=1", "a=2"], "given twice"),
-])
+@pytest.mark.parametrize(
+    "items, message",
+    [
+        (["train_steps"], "expected NAME=VALUE"),
+        (["=3"], "expected NAME=VALUE"),
+        (["a=1", "a=2"], "given twice"),
+    ],
+)
 def test_malformed_assignments(items, message):
     with pytest.raises(ParameterError, match=message):
         params.parse_assignments(items)

@@ -31,9 +31,20 @@ def test_train_step_on_vertex_runs_a_custom_job_and_reads_its_output(
     evaluation = dsl.HTML(uri=str(lab_model_dir.parent / "evaluation.html"))
 
     rmse, _ = pipeline_steps.run_train(
-        train_data=train_data, valid_data=valid_data, train_steps=300, batch_size=128, hidden_units="32 16",
-        learning_rate=0.01, seed=3, model=model, metrics=metrics, evaluation=evaluation,
-        runner="vertex", project="test-project", region="us-central1", machine_type="n1-standard-8",
+        train_data=train_data,
+        valid_data=valid_data,
+        train_steps=300,
+        batch_size=128,
+        hidden_units="32 16",
+        learning_rate=0.01,
+        seed=3,
+        model=model,
+        metrics=metrics,
+        evaluation=evaluation,
+        runner="vertex",
+        project="test-project",
+        region="us-central1",
+        machine_type="n1-standard-8",
         replica_count=2,
     )
 
@@ -62,15 +73,27 @@ def _valid_csv(model_dir):
 def test_unknown_target_is_refused_before_any_call():
     with pytest.raises(ValueError, match="target='gke': expected one of local, vertex, kfp"):
         pipeline_steps.run_deploy(
-            exported_model=dsl.Model(uri="gs://b/m/1"), target="gke", endpoint_name="taxifare",
-            project="p", region="us-central1", endpoint=dsl.Artifact(uri="/tmp/endpoint"),
+            exported_model=dsl.Model(uri="gs://b/m/1"),
+            target="gke",
+            endpoint_name="taxifare",
+            project="p",
+            region="us-central1",
+            endpoint=dsl.Artifact(uri="/tmp/endpoint"),
         )
 
 
 def test_unknown_train_runner_is_refused_before_any_work():
     with pytest.raises(ValueError, match="train runner='gpu': expected one of task, vertex"):
         pipeline_steps.run_train(
-            train_data=dsl.Dataset(uri="/tmp/t"), valid_data=dsl.Dataset(uri="/tmp/v"), train_steps=1,
-            batch_size=1, hidden_units="8", learning_rate=0.1, seed=0, model=dsl.Model(uri="/tmp/m"),
-            metrics=dsl.Metrics(uri="/tmp/x"), evaluation=dsl.HTML(uri="/tmp/e"), runner="gpu",
+            train_data=dsl.Dataset(uri="/tmp/t"),
+            valid_data=dsl.Dataset(uri="/tmp/v"),
+            train_steps=1,
+            batch_size=1,
+            hidden_units="8",
+            learning_rate=0.1,
+            seed=0,
+            model=dsl.Model(uri="/tmp/m"),
+            metrics=dsl.Metrics(uri="/tmp/x"),
+            evaluation=dsl.HTML(uri="/tmp/e"),
+            runner="gpu",
         )

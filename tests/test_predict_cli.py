@@ -45,7 +45,9 @@ def test_json_lines_in_order_and_single_saved_model(lab_model_dir, tmp_path):
 
     near = {**schema.LAB_TEST_INSTANCE, "dropofflon": -73.886, "dropofflat": 40.774}
     far = {**schema.LAB_TEST_INSTANCE, "dropofflon": -73.7781, "dropofflat": 40.6413}
-    path = _instances_file(tmp_path / "i.json", [json.dumps(schema.LAB_TEST_INSTANCE), "", json.dumps(near), json.dumps(far)])
+    path = _instances_file(
+        tmp_path / "i.json", [json.dumps(schema.LAB_TEST_INSTANCE), "", json.dumps(near), json.dumps(far)]
+    )
     saved_model = find_saved_model(lab_model_dir)
     from trainer import predict
 

@@ -137,7 +137,11 @@ def fuzz_body(rng: random.Random) -> tuple[str, bytes, int | str]:
         literal = rng.choice(_FAR_LITERALS if far else _BAD_LITERALS)
         start = trip.index(b'"' + field + b'": ') + len(field) + 4
         end = min(i for i in (trip.find(b",", start), trip.find(b"}", start)) if i >= 0)
-        return "non_finite_literal", b'{"instances": [' + trip[:start] + literal + trip[end:] + b"]}", 1 if far else "bad"
+        return (
+            "non_finite_literal",
+            b'{"instances": [' + trip[:start] + literal + trip[end:] + b"]}",
+            1 if far else "bad",
+        )
     if kind == 7:
         return "random_json", json.dumps(_random_json(rng)).encode(), "bad"
     if kind == 8:
@@ -239,8 +243,14 @@ def test_ten_thousand_fuzzed_requests_never_get_a_5xx_and_the_server_survives(se
 
     # Wrong methods and routes, and malformed HTTP on raw sockets.
     with httpx.Client(base_url=handle.url, timeout=10) as client:
-        for method, path in [("GET", "/predict"), ("PUT", "/predict"), ("DELETE", "/health"),
-                             ("POST", "/nope"), ("GET", "/../../etc/passwd"), ("PATCH", "/v1/models/taxifare:predict")]:  # fmt: skip
+        for method, path in [
+            ("GET", "/predict"),
+            ("PUT", "/predict"),
+            ("DELETE", "/health"),
+            ("POST", "/nope"),
+            ("GET", "/../../etc/passwd"),
+            ("PATCH", "/v1/models/taxifare:predict"),
+        ]:
             status = client.request(method, path).status_code
             statuses[status] += 1
             by_category.setdefault("method_or_route", Counter())[status] += 1
@@ -256,11 +266,17 @@ def test_ten_thousand_fuzzed_requests_never_get_a_5xx_and_the_server_survives(se
 
     alive = handle.process.poll() is None
     health = httpx.get(handle.health_url, timeout=5).status_code if alive else None
-    answer = httpx.post(handle.predict_url, json={"instances": [schema.LAB_TEST_INSTANCE]}, timeout=5) if alive else None
+    answer = (
+        httpx.post(handle.predict_url, json={"instances": [schema.LAB_TEST_INSTANCE]}, timeout=5) if alive else None
+    )
     correct = (
         answer is not None
         and answer.status_code == 200
-        and math.isclose(answer.json()["predictions"][0]["fare_amount"], lab_predictor.predict([schema.LAB_TEST_INSTANCE])[0], rel_tol=1e-5)
+        and math.isclose(
+            answer.json()["predictions"][0]["fare_amount"],
+            lab_predictor.predict([schema.LAB_TEST_INSTANCE])[0],
+            rel_tol=1e-5,
+        )
     )
     tried = sum(statuses.values()) + len(_MALFORMED_HTTP)
     record(

@@ -55,7 +55,8 @@ def test_rerun_uploads_nothing_and_one_flipped_byte_anywhere_is_caught(lab_csvs,
     restored = ingest.ingest(str(train_src), valid_source=str(valid_src), bucket=bucket, prefix="course")
 
     detected = sum(
-        o["reingest"].startswith("ObjectConflict") + o.get("download", "ChecksumMismatch").startswith("ChecksumMismatch")
+        o["reingest"].startswith("ObjectConflict")
+        + o.get("download", "ChecksumMismatch").startswith("ChecksumMismatch")
         for o in caught.values()
     )
     record(

@@ -78,9 +78,7 @@ def test_failed_step_then_cached_rerun_repeats_only_that_step_and_later_ones(tmp
     summary = run_local(workdir=workdir, params=PARAMS)
     cached = {name: timing.cached for name, timing in summary.steps.items()}
     objects_after_rerun = _bucket_objects(workdir)
-    lost_or_changed = {
-        name: crc for name, crc in objects_after_failure.items() if objects_after_rerun.get(name) != crc
-    }
+    lost_or_changed = {name: crc for name, crc in objects_after_failure.items() if objects_after_rerun.get(name) != crc}
     position = STEPS.index(FAULTY_STEP)
     expected_cached = {name: i < position for i, name in enumerate(STEPS)}
     record(

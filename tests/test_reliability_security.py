@@ -40,7 +40,17 @@ def _listening_addresses(popen: subprocess.Popen, timeout_s: float = 120.0) -> s
 
 def _serve(model_dir: Path, port_file: Path, *extra: str) -> subprocess.Popen:
     taxifare = Path(sys.executable).with_name("taxifare")
-    command = [str(taxifare), "serve", "--model-dir", str(model_dir), "--port", "0", "--port-file", str(port_file), *extra]
+    command = [
+        str(taxifare),
+        "serve",
+        "--model-dir",
+        str(model_dir),
+        "--port",
+        "0",
+        "--port-file",
+        str(port_file),
+        *extra,
+    ]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
 
 
@@ -72,7 +82,9 @@ def test_server_binds_loopback_unless_told_otherwise(lab_model_dir, tmp_path):
 _BEGIN = "-----BEGIN "
 SECRET_PATTERNS = {
     "private key block": re.compile(_BEGIN + r"(?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY" + "-----"),
-    "service-account key JSON": re.compile(r'"type"\s*:\s*"service' + r'_account"[\s\S]{0,4000}?"private' + r'_key"\s*:\s*"[^"]{40,}'),
+    "service-account key JSON": re.compile(
+        r'"type"\s*:\s*"service' + r'_account"[\s\S]{0,4000}?"private' + r'_key"\s*:\s*"[^"]{40,}'
+    ),
     "Google API key": re.compile(r"AI" + r"za[0-9A-Za-z_\-]{35}"),
     "Google OAuth client secret": re.compile(r"GOC" + r"SPX-[0-9A-Za-z_\-]{28}"),
     "Google OAuth access token": re.compile(r"ya" + r"29\.[0-9A-Za-z_\-]{30,}"),
@@ -108,8 +120,14 @@ def test_the_scanner_finds_planted_credentials():
     key_body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7" * 3
     planted = {
         "a.txt": f"{_BEGIN}PRIVATE KEY-----\n{key_body}\n",
-        "sa.json": json.dumps({"type": "service" + "_account", "project_id": "p", "private" + "_key_id": "abc",
-                               "private" + "_key": "-----" + key_body}),  # fmt: skip
+        "sa.json": json.dumps(
+            {
+                "type": "service" + "_account",
+                "project_id": "p",
+                "private" + "_key_id": "abc",
+                "private" + "_key": "-----" + key_body,
+            }
+        ),
         "c.py": "KEY = 'AI" + "za" + "SyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW'\n",
         "d.yaml": "token: ya" + "29.a0AfH6SMBx3kq-Zq9wLkVbT1mNnOoPpQqRrSsTt\n",
         "e.sh": "export AWS_ACCESS_KEY_ID=AK" + "IAIOSFODNN7EXAMPLE\n",
@@ -122,9 +140,9 @@ def test_the_scanner_finds_planted_credentials():
 
 
 def test_no_credentials_or_keys_in_any_tracked_file():
-    listed = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True
-    ).stdout.split(b"\0")
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True).stdout.split(
+        b"\0"
+    )
     names = [n.decode() for n in listed if n]
     findings: list[str] = []
     scanned = scanned_bytes = 0
@@ -156,9 +174,20 @@ AUDIT_SERVICES = ("pypi", "osv")  # pip-audit's two vulnerability services, trie
 def _audit(audit: str, service: str, out: Path) -> tuple[dict | None, str]:
     """(pip-audit's JSON report, "") or (None, why the service gave no answer)."""
     command = [
-        audit, "-s", service, "-r", str(REPO_ROOT / "requirements.lock"), "--no-deps", "--disable-pip",
-        "--progress-spinner", "off", "-f", "json", "-o", str(out),
-    ]  # fmt: skip
+        audit,
+        "-s",
+        service,
+        "-r",
+        str(REPO_ROOT / "requirements.lock"),
+        "--no-deps",
+        "--disable-pip",
+        "--progress-spinner",
+        "off",
+        "-f",
+        "json",
+        "-o",
+        str(out),
+    ]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=240)
     except subprocess.TimeoutExpired:

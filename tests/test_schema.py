@@ -34,8 +34,12 @@ def test_serving_fields():
     assert schema.LAB.serving_fields == ("pickuplon", "pickuplat", "dropofflon", "dropofflat", "passengers")
     assert schema.DATED.serving_fields[0] == "pickup_datetime"
     assert schema.DATED.numeric_fields == (
-        "pickup_longitude", "pickup_latitude", "dropoff_longitude", "dropoff_latitude", "passenger_count",
-    )  # fmt: skip
+        "pickup_longitude",
+        "pickup_latitude",
+        "dropoff_longitude",
+        "dropoff_latitude",
+        "passenger_count",
+    )
     assert set(schema.LAB_TEST_INSTANCE) == set(schema.LAB.serving_fields)
     assert set(schema.DATED_TEST_INSTANCE) == set(schema.DATED.serving_fields)
 

@@ -140,11 +140,21 @@ def dated_cli_server(dated_model_dir, tmp_path_factory):
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
             [
-                sys.executable, "-m", "pipelines.cli", "serve", "--model-dir", str(dated_model_dir),
-                "--port", "0", "--port-file", str(port_file),
+                sys.executable,
+                "-m",
+                "pipelines.cli",
+                "serve",
+                "--model-dir",
+                str(dated_model_dir),
+                "--port",
+                "0",
+                "--port-file",
+                str(port_file),
             ],
-            stdout=log_file, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     try:
         port = _wait_for_port_file(process, port_file)
         url = f"http://127.0.0.1:{port}"
@@ -217,7 +227,7 @@ def test_unknown_routes_and_wrong_methods(client, method, path, status, allow):
 # ----------------------------------------------------------------------------- client mistakes
 def _nan_body(field: str, literal: str) -> bytes:
     text = json.dumps({"instances": [LAB, dict(LAB, **{field: 0.0})]})
-    return text.replace('"%s": 0.0' % field, f'"{field}": {literal}').encode()
+    return text.replace(f'"{field}": 0.0', f'"{field}": {literal}').encode()
 
 
 BAD_REQUESTS = [
@@ -231,27 +241,55 @@ BAD_REQUESTS = [
     ("instances null", b'{"instances": null}', "must be a list", None, None),
     ("empty instances", b'{"instances": []}', "is empty", None, None),
     ("unknown top-level key", json.dumps({"instances": [LAB], "x": 1}).encode(), "unknown top-level", None, None),
-    ("unknown signature", json.dumps({"instances": [LAB], "signature_name": "predict"}).encode(), "unknown signature_name", None, None),
-    ("parameters not an object", json.dumps({"instances": [LAB], "parameters": [1]}).encode(), "parameters", None, None),
+    (
+        "unknown signature",
+        json.dumps({"instances": [LAB], "signature_name": "predict"}).encode(),
+        "unknown signature_name",
+        None,
+        None,
+    ),
+    (
+        "parameters not an object",
+        json.dumps({"instances": [LAB], "parameters": [1]}).encode(),
+        "parameters",
+        None,
+        None,
+    ),
     ("NaN literal", _nan_body("pickuplat", "NaN"), "finite", 1, "pickuplat"),
     ("Infinity literal", _nan_body("pickuplon", "Infinity"), "finite", 1, "pickuplon"),
     ("-Infinity literal", _nan_body("dropofflat", "-Infinity"), "finite", 1, "dropofflat"),
     ("1e999", _nan_body("dropofflon", "1e999"), "finite", 1, "dropofflon"),
     ("huge integer", _nan_body("passengers", "1" + "0" * 40), "float32 range", 1, "passengers"),
-    ("string for number", json.dumps({"instances": [LAB, LAB, dict(LAB, passengers="2")]}).encode(), "got a string", 2, "passengers"),
+    (
+        "string for number",
+        json.dumps({"instances": [LAB, LAB, dict(LAB, passengers="2")]}).encode(),
+        "got a string",
+        2,
+        "passengers",
+    ),
     ("boolean for number", json.dumps({"instances": [dict(LAB, pickuplat=True)]}).encode(), "boolean", 0, "pickuplat"),
     ("null for number", json.dumps({"instances": [dict(LAB, pickuplat=None)]}).encode(), "null", 0, "pickuplat"),
-    ("missing field", json.dumps({"instances": [LAB, {k: v for k, v in LAB.items() if k != "dropofflat"}]}).encode(), "missing", 1, "dropofflat"),
+    (
+        "missing field",
+        json.dumps({"instances": [LAB, {k: v for k, v in LAB.items() if k != "dropofflat"}]}).encode(),
+        "missing",
+        1,
+        "dropofflat",
+    ),
     ("unknown field", json.dumps({"instances": [dict(LAB, key="k1")]}).encode(), "unknown field", 0, "key"),
     ("instance not an object", json.dumps({"instances": [LAB, [1, 2, 3, 4, 5]]}).encode(), "JSON object", 1, None),
-    ("lone surrogate field name", json.dumps({"instances": [dict(LAB, **{"\ud800": 1})]}).encode(), "unknown field", 0, "\ud800"),
+    (
+        "lone surrogate field name",
+        json.dumps({"instances": [dict(LAB, **{"\ud800": 1})]}).encode(),
+        "unknown field",
+        0,
+        "\ud800",
+    ),
     ("deeply nested", b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "not JSON", None, None),
-]  # fmt: skip
+]
 
 
-@pytest.mark.parametrize(
-    "body,message,index,field", [b[1:] for b in BAD_REQUESTS], ids=[b[0] for b in BAD_REQUESTS]
-)
+@pytest.mark.parametrize("body,message,index,field", [b[1:] for b in BAD_REQUESTS], ids=[b[0] for b in BAD_REQUESTS])
 def test_bad_requests_are_400_naming_instance_and_field(client, body, message, index, field):
     response = client.post("/predict", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 400, response.text
@@ -368,9 +406,7 @@ def test_the_batcher_coalesces_queued_requests_into_one_call(lab_predictor):
         batcher = server._Batcher(lab_predictor)
         batcher.start()
         try:
-            results = await asyncio.gather(
-                *(batcher.predict(lab_predictor.to_columns(b), len(b)) for b in batches)
-            )
+            results = await asyncio.gather(*(batcher.predict(lab_predictor.to_columns(b), len(b)) for b in batches))
         finally:
             batcher.close()
         return results, batcher.calls
@@ -521,7 +557,11 @@ def test_taxifare_serve_cli_serves_the_dated_model(dated_cli_server, dated_model
 
 @pytest.mark.parametrize(
     "value,message",
-    [("2011-13-28 20:42:59 UTC", "is not a time like"), ("tomorrow", "is not a time like"), (20110128, "expected a string")],
+    [
+        ("2011-13-28 20:42:59 UTC", "is not a time like"),
+        ("tomorrow", "is not a time like"),
+        (20110128, "expected a string"),
+    ],
 )
 def test_dated_bad_pickup_datetime_is_400(dated_cli_server, value, message):
     trips = [DATED, DATED, dict(DATED, pickup_datetime=value)]

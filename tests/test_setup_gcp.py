@@ -50,8 +50,10 @@ def test_dry_run_is_a_valid_script_of_gcloud_commands(dry_run, tmp_path):
     commands = _commands(dry_run)
     assert commands and all(c[0] == "gcloud" for c in commands)
     joined = [" ".join(c) for c in commands]
-    assert any(j.startswith("gcloud storage buckets create gs://taxi-ml-prod-data") and "--location=europe-west4" in j
-               for j in joined)
+    assert any(
+        j.startswith("gcloud storage buckets create gs://taxi-ml-prod-data") and "--location=europe-west4" in j
+        for j in joined
+    )
     assert any(j.startswith("gcloud iam service-accounts create taxifare-pipelines") for j in joined)
 
 
@@ -70,15 +72,21 @@ def test_no_project_level_storage_role_is_ever_granted(dry_run):
 
 
 def test_bucket_roles_for_the_account_and_the_vertex_service_agent(dry_run):
-    bindings = {(c[4], a.split("=", 1)[1], r.split("=", 1)[1])
-                for c in _commands(dry_run) if c[1:4] == ["storage", "buckets", "add-iam-policy-binding"]
-                for a in c if a.startswith("--member=") for r in c if r.startswith("--role=")}
+    bindings = {
+        (c[4], a.split("=", 1)[1], r.split("=", 1)[1])
+        for c in _commands(dry_run)
+        if c[1:4] == ["storage", "buckets", "add-iam-policy-binding"]
+        for a in c
+        if a.startswith("--member=")
+        for r in c
+        if r.startswith("--role=")
+    }
     bucket = "gs://taxi-ml-prod-data"
     assert (bucket, f"serviceAccount:{SA}", "roles/storage.objectAdmin") in bindings
     assert (bucket, f"serviceAccount:{SA}", "roles/storage.legacyBucketReader") in bindings
     agent = "serviceAccount:service-${PROJECT_NUMBER}@gcp-sa-aiplatform.iam.gserviceaccount.com"
     assert (bucket, agent, "roles/storage.objectViewer") in bindings
-    assert 'PROJECT_NUMBER=$(gcloud projects describe taxi-ml-prod' in dry_run
+    assert "PROJECT_NUMBER=$(gcloud projects describe taxi-ml-prod" in dry_run
     assert "--member=user:ana@example.com --role=roles/iam.serviceAccountUser" in dry_run
 
 

@@ -239,9 +239,7 @@ def test_emulator_in_memory_via_module_and_port_clash(tmp_path, monkeypatch):
     from trainer import emulator as emulator_module
     from trainer.emulator import EmulatorError
 
-    monkeypatch.setattr(
-        emulator_module, "_emulator_command", lambda: [sys.executable, "-m", "gcp_storage_emulator"]
-    )
+    monkeypatch.setattr(emulator_module, "_emulator_command", lambda: [sys.executable, "-m", "gcp_storage_emulator"])
     with GcsEmulator() as first:  # in memory, started as a module
         first.create_bucket("mem-bucket")
         assert [b.name for b in first.client().list_buckets()] == ["mem-bucket"]
@@ -260,8 +258,14 @@ def test_object_written_concurrently(same_bytes, contract_server, monkeypatch, t
     local = _write(tmp_path / "a.csv", b"1,2,3\n")
     crc = storage.crc32c_of_file(local) if same_bytes else "AAAAAA=="
     not_found = {"error": {"code": 404, "message": "No such object: b-x/a.csv"}}
-    written = {"kind": "storage#object", "bucket": "b-x", "name": "a.csv", "generation": "17",
-               "size": "6", "crc32c": crc}  # fmt: skip
+    written = {
+        "kind": "storage#object",
+        "bucket": "b-x",
+        "name": "a.csv",
+        "generation": "17",
+        "size": "6",
+        "crc32c": crc,
+    }
     contract_server.add("GET", r"/storage/v1/b/b-x/o/a\.csv", responses=[not_found, written], status=[404, 200])
     contract_server.add("GET", r"/storage/v1/b/b-x/o", {"kind": "storage#objects", "items": []})
     # google-cloud-storage 3.x also fetches the bucket's metadata in the background.

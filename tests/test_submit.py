@@ -31,8 +31,13 @@ def cloud_env(monkeypatch, tmp_path, gcs_emulator, bucket):
     from google.cloud.aiplatform.utils import resource_manager_utils
 
     monkeypatch.chdir(tmp_path)
-    for name, value in {"PROJECT": "test-project", "REGION": "us-central1", "BUCKET": bucket,
-                        "TAXIFARE_SERVICE_ACCOUNT": SA, "TAXIFARE_IMAGE": "taxifare-pipelines:1"}.items():
+    for name, value in {
+        "PROJECT": "test-project",
+        "REGION": "us-central1",
+        "BUCKET": bucket,
+        "TAXIFARE_SERVICE_ACCOUNT": SA,
+        "TAXIFARE_IMAGE": "taxifare-pipelines:1",
+    }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("TAXIFARE_CONFIG", raising=False)
     monkeypatch.delenv("TAXIFARE_API_ENDPOINT", raising=False)
@@ -47,14 +52,38 @@ def cloud_env(monkeypatch, tmp_path, gcs_emulator, bucket):
 
 
 def _submit_vertex(server, compiled, *extra):
-    return runner.invoke(app, ["submit", "--target", "vertex", "--api-endpoint", server.url, "--no-compile",
-                               "--template", str(compiled), "--poll-interval", "0.01", *extra])
+    return runner.invoke(
+        app,
+        [
+            "submit",
+            "--target",
+            "vertex",
+            "--api-endpoint",
+            server.url,
+            "--no-compile",
+            "--template",
+            str(compiled),
+            "--poll-interval",
+            "0.01",
+            *extra,
+        ],
+    )
 
 
 def test_vertex_submit_sends_spec_parameters_root_and_account(contract_server, cloud_env, compiled):
     contract_server.load("vertex_pipeline_job")
-    result = _submit_vertex(contract_server, compiled, "--param", "train_steps=50", "--param", "learning_rate=0.01",
-                            "--param", "source=synthetic://?rows=500&layout=lab&seed=3", "--no-cache", "--wait")
+    result = _submit_vertex(
+        contract_server,
+        compiled,
+        "--param",
+        "train_steps=50",
+        "--param",
+        "learning_rate=0.01",
+        "--param",
+        "source=synthetic://?rows=500&layout=lab&seed=3",
+        "--no-cache",
+        "--wait",
+    )
     assert result.exit_code == 0, result.output
     assert "state: PIPELINE_STATE_RUNNING" in result.output
     assert "state: PIPELINE_STATE_SUCCEEDED" in result.output
@@ -73,7 +102,11 @@ def test_vertex_submit_sends_spec_parameters_root_and_account(contract_server, c
     assert values["source"] == "synthetic://?rows=500&layout=lab&seed=3"
     # the settings fill the pipeline's own project/region/bucket parameters; deploy goes to Vertex
     assert (values["project"], values["region"], values["bucket"], values["target"]) == (
-        "test-project", "us-central1", cloud_env, "vertex")
+        "test-project",
+        "us-central1",
+        cloud_env,
+        "vertex",
+    )
     spec = body["pipelineSpec"]
     assert spec["pipelineInfo"]["name"] == "taxifare"
     tasks = spec["root"]["dag"]["tasks"]
@@ -105,11 +138,14 @@ def test_caching_on_by_default_and_readable_run_id(contract_server, cloud_env, c
     assert not contract_server.calls("GET")  # no --wait: nothing polled
 
 
-@pytest.mark.parametrize("param, expected", [
-    ("train_step=10", "unknown parameter 'train_step'"),
-    ("train_steps=many", "parameter 'train_steps': Input should be a valid integer"),
-    ("learning_rate", "expected NAME=VALUE"),
-])
+@pytest.mark.parametrize(
+    "param, expected",
+    [
+        ("train_step=10", "unknown parameter 'train_step'"),
+        ("train_steps=many", "parameter 'train_steps': Input should be a valid integer"),
+        ("learning_rate", "expected NAME=VALUE"),
+    ],
+)
 def test_bad_parameters_fail_before_any_request(contract_server, cloud_env, compiled, param, expected):
     result = _submit_vertex(contract_server, compiled, "--param", param)
     assert result.exit_code == 2
@@ -143,8 +179,10 @@ def test_missing_bucket_fails_before_submission(contract_server, cloud_env, comp
     monkeypatch.setenv("BUCKET", "taxifare-no-such-bucket")
     result = _submit_vertex(contract_server, compiled)
     assert result.exit_code == 1
-    assert "pipeline root gs://taxifare-no-such-bucket/taxifare/pipeline_root: bucket gs://taxifare-no-such-bucket" \
-           " does not exist" in result.output
+    assert (
+        "pipeline root gs://taxifare-no-such-bucket/taxifare/pipeline_root: bucket gs://taxifare-no-such-bucket"
+        " does not exist" in result.output
+    )
     assert "taxifare setup-gcp" in result.output
     assert not contract_server.requests
 
@@ -160,9 +198,28 @@ def test_bad_config_fails_before_any_request(contract_server, cloud_env, compile
 
 def test_kfp_submit_creates_experiment_and_run(contract_server, cloud_env, compiled):
     contract_server.load("kfp")
-    result = runner.invoke(app, ["submit", "--target", "kfp", "--host", contract_server.url, "--experiment",
-                                 "taxifare-dev", "--no-compile", "--template", str(compiled), "--param",
-                                 "train_steps=20", "--run-id", "dev-run-1", "--wait", "--poll-interval", "0.01"])
+    result = runner.invoke(
+        app,
+        [
+            "submit",
+            "--target",
+            "kfp",
+            "--host",
+            contract_server.url,
+            "--experiment",
+            "taxifare-dev",
+            "--no-compile",
+            "--template",
+            str(compiled),
+            "--param",
+            "train_steps=20",
+            "--run-id",
+            "dev-run-1",
+            "--wait",
+            "--poll-interval",
+            "0.01",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "state: SUCCEEDED" in result.output
     (experiment,) = contract_server.calls("POST", "/apis/v2beta1/experiments")

@@ -21,8 +21,15 @@ def test_trials_are_completed_with_defaults_and_exact_types():
     checked = sweep.parse_trials(
         [{"hidden_units": "64,32", "train_steps": 300.0}, {"hidden_units": [8, 4], "learning_rate": 1}], seed=7
     )
-    assert checked[0] == {"hidden_units": "64 32", "learning_rate": 0.003, "batch_size": 512, "train_steps": 300,
-                          "embedding_dim": 0, "towers": 5, "seed": 7}
+    assert checked[0] == {
+        "hidden_units": "64 32",
+        "learning_rate": 0.003,
+        "batch_size": 512,
+        "train_steps": 300,
+        "embedding_dim": 0,
+        "towers": 5,
+        "seed": 7,
+    }
     assert isinstance(checked[0]["train_steps"], int)  # 300.0 (a JSON/protobuf number) becomes 300
     assert checked[1]["hidden_units"] == "8 4" and checked[1]["learning_rate"] == 1.0
 
@@ -179,8 +186,11 @@ def test_champion_challenger_decision_both_ways(challenger, champion, min_improv
 
 @pytest.mark.parametrize(
     ("args", "expected"),
-    [((3.0, 4.0, -0.1), "min_improvement"), ((float("nan"), 4.0, 0.0), "challenger RMSE"),
-     ((3.0, float("inf"), 0.0), "champion RMSE")],
+    [
+        ((3.0, 4.0, -0.1), "min_improvement"),
+        ((float("nan"), 4.0, 0.0), "challenger RMSE"),
+        ((3.0, float("inf"), 0.0), "champion RMSE"),
+    ],
 )
 def test_decision_rejects_nonsense(args, expected):
     with pytest.raises(sweep.SweepError, match=expected):
@@ -194,8 +204,10 @@ def test_decision_markdown_records_the_decision_and_both_figures():
         champion=sweep.Champion(4.5, "local endpoint http://127.0.0.1:1234/predict", "gs://b/p/models/1"),
         challenger=sweep.TrialResult(1, {"train_steps": 300}, rmse=3.1, run="/root/train/model"),
         compared_rows=300,
-        results=[sweep.TrialResult(0, {"train_steps": 5}, rmse=9.0), sweep.TrialResult(1, {"train_steps": 300},
-                                                                                       rmse=3.1)],
+        results=[
+            sweep.TrialResult(0, {"train_steps": 5}, rmse=9.0),
+            sweep.TrialResult(1, {"train_steps": 300}, rmse=3.1),
+        ],
         endpoint_name="taxifare",
     )
     assert "**Deploy the challenger**" in text
@@ -252,10 +264,14 @@ def _output(cls, tmp_path, name):
 def test_select_best_points_at_the_winner_and_writes_leaderboard_and_plot(tmp_path):
     trials = sweep.parse_trials([{"train_steps": 5}, {"train_steps": 300}, {"train_steps": 6}], seed=1)
     models = [_model(tmp_path, f"m{i}", r) for i, r in enumerate([9.0, 3.0, 8.5])]
-    best, board, plot = (_output(dsl.Model, tmp_path, "best"), _output(dsl.Markdown, tmp_path, "board"),
-                         _output(dsl.HTML, tmp_path, "plot"))
-    out = pipeline_steps.run_select_best(rmses=[9.0, 3.0, 8.5], models=models, trials=trials, best_model=best,
-                                         leaderboard=board, plot=plot)
+    best, board, plot = (
+        _output(dsl.Model, tmp_path, "best"),
+        _output(dsl.Markdown, tmp_path, "board"),
+        _output(dsl.HTML, tmp_path, "plot"),
+    )
+    out = pipeline_steps.run_select_best(
+        rmses=[9.0, 3.0, 8.5], models=models, trials=trials, best_model=best, leaderboard=board, plot=plot
+    )
     assert (out.best_index, out.best_rmse) == (1, 3.0)
     assert best.uri == models[1].uri and best.metadata["train_steps"] == 300 and best.metadata["trial"] == 1
     assert [row["index"] for row in out.results] == [0, 1, 2]
@@ -266,8 +282,11 @@ def test_select_best_points_at_the_winner_and_writes_leaderboard_and_plot(tmp_pa
 def test_select_best_refuses_collected_outputs_that_disagree(tmp_path):
     trials = sweep.parse_trials([{}, {}])
     models = [_model(tmp_path, "a", 3.0), _model(tmp_path, "b", 4.0)]
-    kwargs = dict(best_model=_output(dsl.Model, tmp_path, "best"), leaderboard=_output(dsl.Markdown, tmp_path, "b"),
-                  plot=_output(dsl.HTML, tmp_path, "p"))
+    kwargs = dict(
+        best_model=_output(dsl.Model, tmp_path, "best"),
+        leaderboard=_output(dsl.Markdown, tmp_path, "b"),
+        plot=_output(dsl.HTML, tmp_path, "p"),
+    )
     with pytest.raises(ValueError, match="disagree at position 0"):
         pipeline_steps.run_select_best(rmses=[4.0, 3.0], models=models, trials=trials, **kwargs)
     with pytest.raises(ValueError, match="collected 1 RMSEs and 2 models for 2"):
@@ -276,11 +295,21 @@ def test_select_best_refuses_collected_outputs_that_disagree(tmp_path):
 
 # -- hyperparameter-tuning trial hook -----------------------------------------------------------
 def test_trial_arguments_use_the_trial_folder_and_fuse_paths():
-    argv = ["--train_data_paths", "gs://b/p/train.csv", "--eval_data_paths=gs://b/p/valid.csv",
-            "--output_dir", "gs://b/p/tuning/out", "--hidden_units=64 32"]
+    argv = [
+        "--train_data_paths",
+        "gs://b/p/train.csv",
+        "--eval_data_paths=gs://b/p/valid.csv",
+        "--output_dir",
+        "gs://b/p/tuning/out",
+        "--hidden_units=64 32",
+    ]
     args = sweep.trial_argv(argv, {"AIP_MODEL_DIR": "gs://b/p/tuning/job/7/model/"})
-    assert args[:4] == ["--train_data_paths", "/gcs/b/p/train.csv", "--eval_data_paths=/gcs/b/p/valid.csv",
-                        "--hidden_units=64 32"]
+    assert args[:4] == [
+        "--train_data_paths",
+        "/gcs/b/p/train.csv",
+        "--eval_data_paths=/gcs/b/p/valid.csv",
+        "--hidden_units=64 32",
+    ]
     assert args[-2:] == ["--output_dir", "/gcs/b/p/tuning/job/7/model"]
     assert sweep.trial_argv(["--output_dir", "/tmp/x"], {}) == ["--output_dir", "/tmp/x"]
 
@@ -333,7 +362,8 @@ def test_sweep_graph_trains_in_parallel_then_guards_the_deploy(sweep_spec):
     assert set(select_inputs["parameters"]) >= {"rmses", "trials"} and "models" in select_inputs["artifacts"]
     (condition,) = [t for t in root.values() if "triggerPolicy" in t]
     assert condition["triggerPolicy"]["condition"] == (
-        "inputs.parameter_values['pipelinechannel--champion-Output'] == 'deploy'")
+        "inputs.parameter_values['pipelinechannel--champion-Output'] == 'deploy'"
+    )
     guarded = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
     assert set(guarded) == {"export", "deploy", "predict"}
     assert root["champion"]["cachingOptions"] == {}  # never a cached decision
@@ -368,8 +398,15 @@ def test_run_metrics_read_the_taxifare_and_the_sweep_pipelines():
 
     taxifare_run = run_metrics({"train": {"rmse": 4.2, "mae": 3.1}}, {"Output": 4.4}, 4.4)
     assert taxifare_run == {"rmse": 4.2, "metrics": {"mae": 3.1, "endpoint_rmse": 4.4}}
-    sweep_run = run_metrics({"train": {"rmse": 9.0}, "select_best": {"best_rmse": 3.0},
-                             "champion": {"decision": "keep", "champion_rmse": 2.9}}, {"Output": "keep"}, math.nan)
+    sweep_run = run_metrics(
+        {
+            "train": {"rmse": 9.0},
+            "select_best": {"best_rmse": 3.0},
+            "champion": {"decision": "keep", "champion_rmse": 2.9},
+        },
+        {"Output": "keep"},
+        math.nan,
+    )
     assert sweep_run == {"rmse": 3.0, "metrics": {"decision": "keep", "champion_rmse": 2.9}}
     assert run_metrics({}, {}, -1.0) == {"rmse": None, "metrics": {}}
 
@@ -378,18 +415,36 @@ def test_run_metrics_read_the_taxifare_and_the_sweep_pipelines():
     ("args", "files", "expected"),
     [
         (["sweep", "--grid", "grid.yaml"], {"grid.yaml": "{}"}, "grid.yaml: the grid is empty"),
-        (["sweep", "--grid", "grid.yaml", "-p", "train_steps=5"], {"grid.yaml": "train_steps: [1, 2]"},
-         "train_steps: given both in the grid and as --param"),
-        (["sweep", "--grid", "grid.yaml", "--target", "cloud"], {"grid.yaml": "train_steps: [1]"},
-         "--target 'cloud': expected one of local, vertex, kfp"),
-        (["sweep", "--grid", "grid.yaml", "--pipeline", "nope"], {"grid.yaml": "train_steps: [1]"},
-         "unknown pipeline 'nope'"),
-        (["sweep", "--grid", "grid.yaml", "--pipeline", "taxifare_sweep"], {"grid.yaml": "min_improvement: ['a']"},
-         "min_improvement[0]: expected float, got str 'a'"),
-        (["sweep", "--grid", "grid.yaml", "--name", "My_Sweep"], {"grid.yaml": "train_steps: [1]"},
-         "--name 'My_Sweep': use lowercase letters, digits and '-'"),
-        (["sweep-run", "--trials", "t.yaml"], {"t.yaml": "- {hidden_units: '16 x'}"},
-         "t.yaml: hyperparameter set 0: hidden_units"),
+        (
+            ["sweep", "--grid", "grid.yaml", "-p", "train_steps=5"],
+            {"grid.yaml": "train_steps: [1, 2]"},
+            "train_steps: given both in the grid and as --param",
+        ),
+        (
+            ["sweep", "--grid", "grid.yaml", "--target", "cloud"],
+            {"grid.yaml": "train_steps: [1]"},
+            "--target 'cloud': expected one of local, vertex, kfp",
+        ),
+        (
+            ["sweep", "--grid", "grid.yaml", "--pipeline", "nope"],
+            {"grid.yaml": "train_steps: [1]"},
+            "unknown pipeline 'nope'",
+        ),
+        (
+            ["sweep", "--grid", "grid.yaml", "--pipeline", "taxifare_sweep"],
+            {"grid.yaml": "min_improvement: ['a']"},
+            "min_improvement[0]: expected float, got str 'a'",
+        ),
+        (
+            ["sweep", "--grid", "grid.yaml", "--name", "My_Sweep"],
+            {"grid.yaml": "train_steps: [1]"},
+            "--name 'My_Sweep': use lowercase letters, digits and '-'",
+        ),
+        (
+            ["sweep-run", "--trials", "t.yaml"],
+            {"t.yaml": "- {hidden_units: '16 x'}"},
+            "t.yaml: hyperparameter set 0: hidden_units",
+        ),
         (["sweep-run", "--trials", "t.yaml"], {"t.yaml": "[]"}, "no hyperparameter sets"),
         (["sweep-run", "-p", "min_improvment=1"], {}, "unknown parameter 'min_improvment'; valid names: project"),
     ],

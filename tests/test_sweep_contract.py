@@ -28,8 +28,13 @@ def cloud_env(monkeypatch, tmp_path, gcs_emulator, bucket):
     from google.cloud.aiplatform.utils import resource_manager_utils
 
     monkeypatch.chdir(tmp_path)
-    for name, value in {"PROJECT": "test-project", "REGION": "us-central1", "BUCKET": bucket,
-                        "TAXIFARE_SERVICE_ACCOUNT": SA, "TAXIFARE_IMAGE": IMAGE}.items():
+    for name, value in {
+        "PROJECT": "test-project",
+        "REGION": "us-central1",
+        "BUCKET": bucket,
+        "TAXIFARE_SERVICE_ACCOUNT": SA,
+        "TAXIFARE_IMAGE": IMAGE,
+    }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("TAXIFARE_CONFIG", raising=False)
     monkeypatch.delenv("TAXIFARE_API_ENDPOINT", raising=False)
@@ -57,16 +62,36 @@ def _rows(path):
 def test_vertex_sweep_submits_one_job_per_point_in_one_experiment(contract_server, cloud_env, tmp_path):
     contract_server.load("vertex_sweep_pipeline_jobs", "vertex_experiment")
     grid = _grid(tmp_path, "train_steps: [100, 300]\nlearning_rate: [0.01, 0.003]\n")
-    result = runner.invoke(app, ["sweep", "--grid", str(grid), "--target", "vertex", "--name", "taxifare-sweep-7",
-                                 "--api-endpoint", contract_server.url, "--poll-interval", "0.01",
-                                 "-p", "source=synthetic://?rows=5000&layout=lab&seed=1"])
+    result = runner.invoke(
+        app,
+        [
+            "sweep",
+            "--grid",
+            str(grid),
+            "--target",
+            "vertex",
+            "--name",
+            "taxifare-sweep-7",
+            "--api-endpoint",
+            contract_server.url,
+            "--poll-interval",
+            "0.01",
+            "-p",
+            "source=synthetic://?rows=5000&layout=lab&seed=1",
+        ],
+    )
     # one grid point's run failed on Vertex: the table has it, the exit code says so
     assert result.exit_code == 1, result.output
 
     creates = contract_server.calls("POST", r"/v1/projects/test-project/locations/us-central1/pipelineJobs")
     assert [c.query["pipelineJobId"] for c in creates] == [f"taxifare-sweep-7-00{i}" for i in range(4)]
-    points = [(c.body["runtimeConfig"]["parameterValues"]["train_steps"],
-               c.body["runtimeConfig"]["parameterValues"]["learning_rate"]) for c in creates]
+    points = [
+        (
+            c.body["runtimeConfig"]["parameterValues"]["train_steps"],
+            c.body["runtimeConfig"]["parameterValues"]["learning_rate"],
+        )
+        for c in creates
+    ]
     assert points == [(100, 0.01), (100, 0.003), (300, 0.01), (300, 0.003)]
     for create in creates:
         body = create.body
@@ -107,8 +132,9 @@ def test_vertex_sweep_submits_one_job_per_point_in_one_experiment(contract_serve
 
 def test_vertex_sweep_with_a_bad_grid_sends_nothing(contract_server, cloud_env, tmp_path):
     grid = _grid(tmp_path, "train_steps: [100, 300]\nlearning_rte: [0.01]\n")
-    result = runner.invoke(app, ["sweep", "--grid", str(grid), "--target", "vertex",
-                                 "--api-endpoint", contract_server.url])
+    result = runner.invoke(
+        app, ["sweep", "--grid", str(grid), "--target", "vertex", "--api-endpoint", contract_server.url]
+    )
     assert result.exit_code == 2
     assert "unknown parameter 'learning_rte'; valid names: project, region, bucket" in result.output
     assert contract_server.requests == []
@@ -122,13 +148,35 @@ def test_tuner_runs_a_hyperparameter_tuning_job_over_the_trainer(contract_server
     contract_server.load("vertex_tuning_job")
     grid = _grid(tmp_path, "hidden_units: ['64 32', '32 16']\nlearning_rate: [0.003, 0.01]\n")
     data = f"gs://{cloud_env}/taxifare/data/lab-0123"
-    result = runner.invoke(app, ["sweep", "--grid", str(grid), "--tuner", "vertex", "--name", "taxifare-tuning-3",
-                                 "--api-endpoint", contract_server.url, "--train-data", f"{data}/train.csv",
-                                 "--eval-data", f"{data}/valid.csv", "-p", "train_steps=300", "--parallel", "2"])
+    result = runner.invoke(
+        app,
+        [
+            "sweep",
+            "--grid",
+            str(grid),
+            "--tuner",
+            "vertex",
+            "--name",
+            "taxifare-tuning-3",
+            "--api-endpoint",
+            contract_server.url,
+            "--train-data",
+            f"{data}/train.csv",
+            "--eval-data",
+            f"{data}/valid.csv",
+            "-p",
+            "train_steps=300",
+            "--parallel",
+            "2",
+        ],
+    )
     assert result.exit_code == 1, result.output  # one trial was infeasible
 
-    (create,) = contract_server.calls("POST", r"/v1/projects/test-project/locations/us-central1/"
-                                              r"hyperparameterTuningJobs")
+    (create,) = contract_server.calls(
+        "POST",
+        r"/v1/projects/test-project/locations/us-central1/"
+        r"hyperparameterTuningJobs",
+    )
     body = create.body
     assert body["displayName"] == "taxifare-tuning-3"
     assert (body["maxTrialCount"], body["parallelTrialCount"], body["maxFailedTrialCount"]) == (4, 2, 4)
@@ -147,15 +195,21 @@ def test_tuner_runs_a_hyperparameter_tuning_job_over_the_trainer(contract_server
     # each trial: the trainer's own flags; Vertex appends --hidden_units=… --learning_rate=…
     assert container["command"] == ["python", "-m", "trainer.sweep"]
     assert container["args"] == [
-        "--train_data_paths", f"/gcs/{cloud_env}/taxifare/data/lab-0123/train.csv",
-        "--eval_data_paths", f"/gcs/{cloud_env}/taxifare/data/lab-0123/valid.csv",
-        "--output_dir", f"/gcs/{cloud_env}/taxifare/tuning/taxifare-tuning-3",
-        "--train_steps", "300",
-    ]  # fmt: skip
+        "--train_data_paths",
+        f"/gcs/{cloud_env}/taxifare/data/lab-0123/train.csv",
+        "--eval_data_paths",
+        f"/gcs/{cloud_env}/taxifare/data/lab-0123/valid.csv",
+        "--output_dir",
+        f"/gcs/{cloud_env}/taxifare/tuning/taxifare-tuning-3",
+        "--train_steps",
+        "300",
+    ]
 
     rows = _rows(tmp_path / "build" / "sweep" / "taxifare-tuning-3" / "results.csv")
     assert [(r["index"], r["hidden_units"], r["learning_rate"], r["rmse"]) for r in rows] == [
-        ("2", "64 32", "0.01", "3.87"), ("1", "64 32", "0.003", "4.12"), ("4", "32 16", "0.01", "4.55"),
+        ("2", "64 32", "0.01", "3.87"),
+        ("1", "64 32", "0.003", "4.12"),
+        ("4", "32 16", "0.01", "4.55"),
         ("3", "32 16", "0.003", ""),
     ]
     assert rows[3]["error"] == "The replica workerpool0-0 exited with a non-zero status of 3."
@@ -167,15 +221,32 @@ def test_tuner_runs_a_hyperparameter_tuning_job_over_the_trainer(contract_server
     [
         ("source: ['synthetic://']\n", [], "unknown parameter 'source'; valid names: hidden_units, learning_rate"),
         ("learning_rate: [0.01]\n", [], "--tuner vertex needs --train-data and --eval-data"),
-        ("learning_rate: [0.01]\n", ["--train-data", "/tmp/t.csv", "--eval-data", "gs://b/v.csv"],
-         "'/tmp/t.csv': tuning trials read their data from the bucket"),
-        ("learning_rate: [0.01]\n", ["--train-data", "gs://b/t.csv", "--eval-data", "gs://b/v.csv", "-p",
-                                     "learning_rate=0.1"], "learning_rate: given both in the grid and as --param"),
+        (
+            "learning_rate: [0.01]\n",
+            ["--train-data", "/tmp/t.csv", "--eval-data", "gs://b/v.csv"],
+            "'/tmp/t.csv': tuning trials read their data from the bucket",
+        ),
+        (
+            "learning_rate: [0.01]\n",
+            ["--train-data", "gs://b/t.csv", "--eval-data", "gs://b/v.csv", "-p", "learning_rate=0.1"],
+            "learning_rate: given both in the grid and as --param",
+        ),
     ],
 )
 def test_tuner_input_errors_send_nothing(contract_server, cloud_env, tmp_path, grid, extra, expected):
-    result = runner.invoke(app, ["sweep", "--grid", str(_grid(tmp_path, grid)), "--tuner", "vertex",
-                                 "--api-endpoint", contract_server.url, *extra])
+    result = runner.invoke(
+        app,
+        [
+            "sweep",
+            "--grid",
+            str(_grid(tmp_path, grid)),
+            "--tuner",
+            "vertex",
+            "--api-endpoint",
+            contract_server.url,
+            *extra,
+        ],
+    )
     assert result.exit_code == 2
     assert expected in " ".join(result.output.split())
     assert contract_server.requests == []
@@ -185,8 +256,22 @@ def test_tuner_input_errors_send_nothing(contract_server, cloud_env, tmp_path, g
 def test_kfp_sweep_creates_one_run_per_point_in_the_experiment(contract_server, cloud_env, tmp_path):
     contract_server.load("kfp")
     grid = _grid(tmp_path, "train_steps: [100, 300]\n")
-    result = runner.invoke(app, ["sweep", "--grid", str(grid), "--target", "kfp", "--host", contract_server.url,
-                                 "--name", "taxifare-sweep-kfp", "--poll-interval", "0.01"])
+    result = runner.invoke(
+        app,
+        [
+            "sweep",
+            "--grid",
+            str(grid),
+            "--target",
+            "kfp",
+            "--host",
+            contract_server.url,
+            "--name",
+            "taxifare-sweep-kfp",
+            "--poll-interval",
+            "0.01",
+        ],
+    )
     runs = contract_server.calls("POST", "/apis/v2beta1/runs")
     assert [r.body["display_name"] for r in runs] == ["taxifare-000", "taxifare-001"]
     assert [r.body["runtime_config"]["parameters"]["train_steps"] for r in runs] == [100, 300]
@@ -196,8 +281,10 @@ def test_kfp_sweep_creates_one_run_per_point_in_the_experiment(contract_server, 
     # the KFP API gives states, not metric values: rows say SUCCEEDED, no RMSE to rank by
     assert result.exit_code == 0, result.output
     rows = _rows(tmp_path / "build" / "sweep" / "taxifare-sweep-kfp" / "results.csv")
-    assert [(r["train_steps"], r["status"], r["rmse"]) for r in rows] == [("100", "SUCCEEDED", ""),
-                                                                          ("300", "SUCCEEDED", "")]
+    assert [(r["train_steps"], r["status"], r["rmse"]) for r in rows] == [
+        ("100", "SUCCEEDED", ""),
+        ("300", "SUCCEEDED", ""),
+    ]
 
 
 # -- the champion on Vertex AI: measured through Endpoint.predict -------------------------------
@@ -215,8 +302,15 @@ def test_vertex_champion_rmse_comes_from_the_served_endpoint(vertex_contract, mo
     monkeypatch.setenv("TAXIFARE_API_ENDPOINT", vertex_contract.url)
     vertex_contract.load("vertex_champion_endpoint")
     labels = [11.0, 12.0, 9.0, 20.0]  # the recorded answers are 10, 12, 8, 20
-    champion = sweep.measure_champion(target="vertex", endpoint_name="taxifare", instances=INSTANCES, labels=labels,
-                                      project="test-project", region="us-central1", batch_size=2)
+    champion = sweep.measure_champion(
+        target="vertex",
+        endpoint_name="taxifare",
+        instances=INSTANCES,
+        labels=labels,
+        project="test-project",
+        region="us-central1",
+        batch_size=2,
+    )
     assert champion.rmse == pytest.approx((2 / 4) ** 0.5)
     assert champion.model == "projects/123456789012/locations/us-central1/models/8800000000000000001"
     assert "endpoints/4200000000000000009" in champion.description
@@ -232,7 +326,13 @@ def test_no_vertex_endpoint_means_no_champion(vertex_contract, monkeypatch):
 
     monkeypatch.setenv("TAXIFARE_API_ENDPOINT", vertex_contract.url)
     vertex_contract.add("GET", r"/v1/projects/[^/]+/locations/[^/]+/endpoints", {"endpoints": []})
-    champion = sweep.measure_champion(target="vertex", endpoint_name="taxifare", instances=INSTANCES,
-                                      labels=[1.0] * 4, project="test-project", region="us-central1")
+    champion = sweep.measure_champion(
+        target="vertex",
+        endpoint_name="taxifare",
+        instances=INSTANCES,
+        labels=[1.0] * 4,
+        project="test-project",
+        region="us-central1",
+    )
     assert champion.rmse is None and "no Vertex AI endpoint named 'taxifare'" in champion.description
     assert vertex_contract.calls("POST") == []

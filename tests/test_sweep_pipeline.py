@@ -48,16 +48,24 @@ def test_sweep_pipeline_picks_the_best_and_guards_the_endpoint(sweep_yaml, tmp_p
     monkeypatch.setenv("TAXIFARE_STATE_DIR", str(workdir / "state"))  # where run_local keeps endpoints
     try:
         # 1. Nothing is served yet: the only (weak) model is deployed.
-        first = run_local(workdir=workdir, pipeline=sweep_yaml, keep_endpoint=True,
-                          params={**COMMON, "trials": [BAD], "min_improvement": 0.5})
+        first = run_local(
+            workdir=workdir,
+            pipeline=sweep_yaml,
+            keep_endpoint=True,
+            params={**COMMON, "trials": [BAD], "min_improvement": 0.5},
+        )
         assert first.outputs["Output"] == "deploy"
         assert first.facts["champion"]["champion_rmse"] is None
         served = local_endpoint.get("taxifare")
         assert served is not None and first.facts["deploy"]["endpoint"] == served.predict_url
 
         # 2. Three configurations; the one with far more steps wins and beats the served model.
-        second = run_local(workdir=workdir, pipeline=sweep_yaml, keep_endpoint=True,
-                           params={**COMMON, "trials": [BAD, GOOD, BAD_TOO], "min_improvement": 0.5})
+        second = run_local(
+            workdir=workdir,
+            pipeline=sweep_yaml,
+            keep_endpoint=True,
+            params={**COMMON, "trials": [BAD, GOOD, BAD_TOO], "min_improvement": 0.5},
+        )
         trained = [s for s in _steps(workdir) if s["step"] == "train"]
         assert len(trained) == 2  # the weak configuration came from the cache of the first run
         best = second.facts["select_best"]
@@ -79,8 +87,12 @@ def test_sweep_pipeline_picks_the_best_and_guards_the_endpoint(sweep_yaml, tmp_p
         assert "data:image/png;base64," in (run_dir / "select-best" / "plot").read_text()
 
         # 3. Same sweep, but the bar is higher than any gain: the champion stays, nothing is deployed.
-        third = run_local(workdir=workdir, pipeline=sweep_yaml, keep_endpoint=True,
-                          params={**COMMON, "trials": [BAD, GOOD, BAD_TOO], "min_improvement": 100.0})
+        third = run_local(
+            workdir=workdir,
+            pipeline=sweep_yaml,
+            keep_endpoint=True,
+            params={**COMMON, "trials": [BAD, GOOD, BAD_TOO], "min_improvement": 100.0},
+        )
         assert third.outputs["Output"] == "keep"
         ran = {s["step"] for s in _steps(workdir)}
         assert "champion" in ran and not ran & {"train", "export", "deploy", "predict"}
@@ -96,8 +108,11 @@ def test_bad_hyperparameter_set_fails_before_any_training(sweep_yaml, tmp_path):
     from pipelines.local_run import RunError, run_local
 
     with pytest.raises(RunError, match=r"check_trials failed: .*hyperparameter set 1: hidden_units: expected"):
-        run_local(workdir=tmp_path / "work", pipeline=sweep_yaml,
-                  params={**COMMON, "trials": [GOOD, {**GOOD, "hidden_units": "64 x"}]})
+        run_local(
+            workdir=tmp_path / "work",
+            pipeline=sweep_yaml,
+            params={**COMMON, "trials": [GOOD, {**GOOD, "hidden_units": "64 x"}]},
+        )
     assert not {s["step"] for s in _steps(tmp_path / "work")} & {"ingest", "train"}
 
 
@@ -105,11 +120,30 @@ def test_cli_sweep_over_a_2x2_grid_writes_table_csv_and_plot(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     missing = str(tmp_path / "no-such-dir" / "taxi-train.csv")
     (tmp_path / "grid.yaml").write_text(f"train_steps: [10, 150]\nsource: ['{SOURCE}', '{missing}']\n")
-    result = CliRunner().invoke(app, [
-        "sweep", "--grid", "grid.yaml", "--target", "local", "--name", "grid-test", "--parallel", "2",
-        "-p", "learning_rate=0.03", "-p", "hidden_units=16 8", "-p", "batch_size=64", "-p", "smoke_steps=3",
-        "-p", "sample_size=20",
-    ])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            "sweep",
+            "--grid",
+            "grid.yaml",
+            "--target",
+            "local",
+            "--name",
+            "grid-test",
+            "--parallel",
+            "2",
+            "-p",
+            "learning_rate=0.03",
+            "-p",
+            "hidden_units=16 8",
+            "-p",
+            "batch_size=64",
+            "-p",
+            "smoke_steps=3",
+            "-p",
+            "sample_size=20",
+        ],
+    )
     # the two points with a missing source fail; the other two finish and are ranked
     assert result.exit_code == 1, result.output
     assert "2 of 4 grid points failed" in result.output
@@ -118,8 +152,10 @@ def test_cli_sweep_over_a_2x2_grid_writes_table_csv_and_plot(tmp_path, monkeypat
 
     rows = sweep.read_results_csv(out / "results.csv")
     assert [(r["rank"], r["train_steps"], r["source"], r["status"]) for r in rows] == [
-        ("1", "150", SOURCE, "succeeded"), ("2", "10", SOURCE, "succeeded"),
-        ("", "10", missing, "failed"), ("", "150", missing, "failed"),
+        ("1", "150", SOURCE, "succeeded"),
+        ("2", "10", SOURCE, "succeeded"),
+        ("", "10", missing, "failed"),
+        ("", "150", missing, "failed"),
     ]
     assert float(rows[0]["rmse"]) < float(rows[1]["rmse"])
     assert all(missing in r["error"] for r in rows[2:])
@@ -129,7 +165,7 @@ def test_cli_sweep_over_a_2x2_grid_writes_table_csv_and_plot(tmp_path, monkeypat
     assert (tmp_path / "build" / "pipelines" / "taxifare.yaml").exists()
     image = matplotlib.image.imread(out / "rmse.png")
     assert image.shape[1] > 1.7 * image.shape[0]  # a panel per swept parameter
-    table = result.output[result.output.index("taxifare sweep grid-test"):]
+    table = result.output[result.output.index("taxifare sweep grid-test") :]
     assert table.index("150") < table.index(" 10 ")  # sorted by RMSE
 
 
@@ -139,13 +175,29 @@ def test_tuning_trial_entry_point_trains_and_reports_to_hypertune(tmp_path):
     train = synth.write_csv(tmp_path / "train.csv", rows=800, layout="lab", seed=1)
     valid = synth.write_csv(tmp_path / "valid.csv", rows=200, layout="lab", seed=2)
     trial_dir = tmp_path / "tuning" / "7" / "model"
-    env = {**os.environ, "AIP_MODEL_DIR": str(trial_dir), "CLOUD_ML_TRIAL_ID": "7",
-           "CLOUD_ML_HP_METRIC_FILE": str(tmp_path / "hypertune" / "output.metrics")}
+    env = {
+        **os.environ,
+        "AIP_MODEL_DIR": str(trial_dir),
+        "CLOUD_ML_TRIAL_ID": "7",
+        "CLOUD_ML_HP_METRIC_FILE": str(tmp_path / "hypertune" / "output.metrics"),
+    }
     # the arguments as Vertex passes them: the job's own, then --name=value per hyperparameter
-    args = ["--train_data_paths", str(train), "--eval_data_paths", str(valid), "--output_dir", str(tmp_path / "base"),
-            "--train_steps", "20", "--hidden_units=16 8", "--learning_rate=0.01", "--train_batch_size=64"]
-    done = subprocess.run([sys.executable, "-m", "trainer.sweep", *args], env=env, capture_output=True, text=True,
-                          timeout=600)
+    args = [
+        "--train_data_paths",
+        str(train),
+        "--eval_data_paths",
+        str(valid),
+        "--output_dir",
+        str(tmp_path / "base"),
+        "--train_steps",
+        "20",
+        "--hidden_units=16 8",
+        "--learning_rate=0.01",
+        "--train_batch_size=64",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "trainer.sweep", *args], env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((trial_dir / "eval_metrics.json").read_text())
     assert metrics["hidden_units"] == [16, 8] and metrics["batch_size"] == 64
@@ -164,22 +216,44 @@ def test_champion_step_measures_the_served_model_through_its_endpoint(lab_model_
     valid = synth.write_csv(tmp_path / "valid.csv", rows=300, layout="lab", seed=4)
     valid_data = dsl.Dataset(name="clean_valid", uri=str(valid), metadata={"layout": "lab"})
     best = dsl.Model(name="best_model", uri=str(lab_model_dir), metadata={"trial": 0, "rmse": 5.0})
-    results = [{"index": 0.0, "hidden_units": "32 16", "learning_rate": 0.003, "batch_size": 256.0,
-                "train_steps": 50.0, "seed": 7.0, "rmse": 5.0, "model": str(lab_model_dir)}]
+    results = [
+        {
+            "index": 0.0,
+            "hidden_units": "32 16",
+            "learning_rate": 0.003,
+            "batch_size": 256.0,
+            "train_steps": 50.0,
+            "seed": 7.0,
+            "rmse": 5.0,
+            "model": str(lab_model_dir),
+        }
+    ]
 
     def decide(name: str, min_improvement: float) -> tuple[str, dict, str]:
         report = dsl.Markdown(name="report", uri=str(tmp_path / name / "report"))
         metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / name / "metrics"))
         verdict = pipeline_steps.run_champion(
-            best_model=best, valid_data=valid_data, results=results, target="local", endpoint_name="champ",
-            project="p", region="r", min_improvement=min_improvement, compare_rows=200, batch_size=64,
-            report=report, metrics=metrics,
-        )  # fmt: skip
+            best_model=best,
+            valid_data=valid_data,
+            results=results,
+            target="local",
+            endpoint_name="champ",
+            project="p",
+            region="r",
+            min_improvement=min_improvement,
+            compare_rows=200,
+            batch_size=64,
+            report=report,
+            metrics=metrics,
+        )
         return verdict, dict(metrics.metadata), Path(report.path).read_text()
 
     verdict, metrics, report = decide("alone", 0.5)
     assert verdict == "deploy" and "champion_rmse" not in metrics and metrics["deploy"] == 1
-    assert "no model is being served" in report and "| 1 | 0 | 32 16 | 0.0030 | 256 | 50 | 0 | 5 | 5.0000 | succeeded |" in report
+    assert (
+        "no model is being served" in report
+        and "| 1 | 0 | 32 16 | 0.0030 | 256 | 50 | 0 | 5 | 5.0000 | succeeded |" in report
+    )
 
     local_endpoint.deploy(str(lab_model_dir), "champ")  # the same model now serves: no gain
     try:

@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -68,8 +68,8 @@ def test_places_are_where_taxi_trips_are():
 
 def test_meter_rules():
     midtown, jfk = (-73.9855, 40.7580), (-73.7781, 40.6413)
-    before = int(datetime(2011, 3, 2, 11, 0, tzinfo=timezone.utc).timestamp())  # a Wednesday
-    after = int(datetime(2013, 3, 6, 11, 0, tzinfo=timezone.utc).timestamp())  # a Wednesday
+    before = int(datetime(2011, 3, 2, 11, 0, tzinfo=UTC).timestamp())  # a Wednesday
+    after = int(datetime(2013, 3, 6, 11, 0, tzinfo=UTC).timestamp())  # a Wednesday
     assert synth.meter_fare(*midtown, *jfk, before) == pytest.approx(45.0)
     assert synth.meter_fare(*jfk, *midtown, after) == pytest.approx(52.0)
     # A 2 km crosstown hop: initial charge + distance + slow-traffic minutes.
@@ -87,15 +87,21 @@ def test_meter_rules():
 
 def test_noise_rmse_matches_the_generated_noise():
     cols = synth.generate(200_000, "dated", seed=11, dirty_fraction=0.0)
-    expected = synth.meter_fare(
-        cols["pickup_longitude"], cols["pickup_latitude"], cols["dropoff_longitude"], cols["dropoff_latitude"],
-        cols["_epoch_seconds"],
-    ) + synth.NOISE_SCALE  # fmt: skip
+    expected = (
+        synth.meter_fare(
+            cols["pickup_longitude"],
+            cols["pickup_latitude"],
+            cols["dropoff_longitude"],
+            cols["dropoff_latitude"],
+            cols["_epoch_seconds"],
+        )
+        + synth.NOISE_SCALE
+    )
     residual = cols["fare_amount"] - expected
     # Coordinates are rounded to 6 decimals before writing: negligible next to the noise.
     assert abs(residual.mean()) < 0.03
     assert residual.std() == pytest.approx(synth.NOISE_RMSE, rel=0.02)
-    assert synth.NOISE_RMSE == pytest.approx(math.sqrt(2.0**2 + 0.01**2 / 12))
+    assert pytest.approx(math.sqrt(2.0**2 + 0.01**2 / 12)) == synth.NOISE_RMSE
 
 
 @pytest.mark.slow

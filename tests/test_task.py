@@ -64,15 +64,19 @@ def test_taxifare_train_passes_lab_flags_through(tmp_path, lab_csvs):
         [
             "train",
             f"--train_data_paths={train}",
-            "--eval_data_paths", str(valid),
-            "--output_dir", str(out),
+            "--eval_data_paths",
+            str(valid),
+            "--output_dir",
+            str(out),
             "--train_steps=30",
-            "--hidden_units", "16 8",
+            "--hidden_units",
+            "16 8",
             "--learning_rate=0.01",
-            "--job-dir", "ignored",
+            "--job-dir",
+            "ignored",
             "--layout=lab",
             "--eval_steps=1",
-        ],  # fmt: skip
+        ],
     )
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "eval_metrics.json").read_text())
@@ -111,10 +115,22 @@ def test_feature_switches_reach_the_model(lab_csvs, tmp_path):
 
     train, valid = lab_csvs
     out = tmp_path / "out"
-    code = task.main([
-        "--train_data_paths", str(train), "--eval_data_paths", str(valid), "--output_dir", str(out),
-        "--train_steps", "20", "--embedding_dim", "4", "--towers", "2",
-    ])  # fmt: skip
+    code = task.main(
+        [
+            "--train_data_paths",
+            str(train),
+            "--eval_data_paths",
+            str(valid),
+            "--output_dir",
+            str(out),
+            "--train_steps",
+            "20",
+            "--embedding_dim",
+            "4",
+            "--towers",
+            "2",
+        ]
+    )
     assert code == 0
     metrics = json.loads((out / "eval_metrics.json").read_text())
     assert metrics["rmse"] > 0
@@ -123,5 +139,18 @@ def test_feature_switches_reach_the_model(lab_csvs, tmp_path):
 
     variables = [v.name for v in tf.saved_model.load(str(export)).variables]
     assert any("embedding" in name for name in variables), variables[:20]
-    assert task.main(["--train_data_paths", str(train), "--eval_data_paths", str(valid),
-                      "--output_dir", str(out), "--embedding_dim", "-1"]) == 2
+    assert (
+        task.main(
+            [
+                "--train_data_paths",
+                str(train),
+                "--eval_data_paths",
+                str(valid),
+                "--output_dir",
+                str(out),
+                "--embedding_dim",
+                "-1",
+            ]
+        )
+        == 2
+    )

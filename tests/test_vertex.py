@@ -8,8 +8,13 @@ from trainer import vertex
 from trainer.config import Settings
 
 IMAGE = "us-central1-docker.pkg.dev/test-project/taxifare/taxifare-pipelines:1"
-SETTINGS = Settings(project="test-project", region="us-central1", bucket="taxifare-test", image=IMAGE,
-                    service_account="taxifare-pipelines@test-project.iam.gserviceaccount.com")
+SETTINGS = Settings(
+    project="test-project",
+    region="us-central1",
+    bucket="taxifare-test",
+    image=IMAGE,
+    service_account="taxifare-pipelines@test-project.iam.gserviceaccount.com",
+)
 PARENT = r"/v1/projects/test-project/locations/us-central1"
 T4 = 5  # google.cloud.aiplatform_v1.types.AcceleratorType.NVIDIA_TESLA_T4
 
@@ -19,17 +24,29 @@ def _args():
         train_data="gs://taxifare-test/taxifare/data/train.csv",
         eval_data="gs://taxifare-test/taxifare/data/valid.csv",
         output_dir="gs://taxifare-test/taxifare/runs/r1",
-        train_steps=500, batch_size=256, hidden_units="64 32", learning_rate=0.003, seed=7,
+        train_steps=500,
+        batch_size=256,
+        hidden_units="64 32",
+        learning_rate=0.003,
+        seed=7,
     )
 
 
 def test_custom_job_worker_pools_image_args_and_replicas(vertex_contract):
     vertex_contract.load("vertex_custom_job")
     result = vertex.run_custom_job(
-        project="test-project", region="us-central1", display_name="taxifare-train", args=_args(),
-        staging_bucket="gs://taxifare-test/staging", machine_type="n1-standard-8", replica_count=3,
-        accelerator_type="NVIDIA_TESLA_T4", accelerator_count=1, labels={"pipeline": "taxifare"},
-        poll_interval_s=0.01, settings=SETTINGS,
+        project="test-project",
+        region="us-central1",
+        display_name="taxifare-train",
+        args=_args(),
+        staging_bucket="gs://taxifare-test/staging",
+        machine_type="n1-standard-8",
+        replica_count=3,
+        accelerator_type="NVIDIA_TESLA_T4",
+        accelerator_count=1,
+        labels={"pipeline": "taxifare"},
+        poll_interval_s=0.01,
+        settings=SETTINGS,
     )
     assert result.state == "JOB_STATE_SUCCEEDED"
     assert result.resource_name.endswith("/customJobs/4711000000000000000")
@@ -60,10 +77,19 @@ def test_custom_job_worker_pools_image_args_and_replicas(vertex_contract):
 def test_train_on_vertex_runs_the_trainer_on_the_bucket(vertex_contract):
     vertex_contract.load("vertex_custom_job")
     result = vertex.train(
-        project="test-project", region="us-central1", train_data="gs://taxifare-test/taxifare/data/train.csv",
-        eval_data="gs://taxifare-test/taxifare/data/valid.csv", output_dir="gs://taxifare-test/taxifare/runs/r2",
-        train_steps=100, batch_size=64, hidden_units="32 16", learning_rate=0.01, seed=1, replica_count=2,
-        poll_interval_s=0.01, settings=SETTINGS,
+        project="test-project",
+        region="us-central1",
+        train_data="gs://taxifare-test/taxifare/data/train.csv",
+        eval_data="gs://taxifare-test/taxifare/data/valid.csv",
+        output_dir="gs://taxifare-test/taxifare/runs/r2",
+        train_steps=100,
+        batch_size=64,
+        hidden_units="32 16",
+        learning_rate=0.01,
+        seed=1,
+        replica_count=2,
+        poll_interval_s=0.01,
+        settings=SETTINGS,
     )
     assert result.state == "JOB_STATE_SUCCEEDED"
     (create,) = vertex_contract.calls("POST", PARENT + "/customJobs")
@@ -77,16 +103,31 @@ def test_train_on_vertex_runs_the_trainer_on_the_bucket(vertex_contract):
 
 def test_train_on_vertex_needs_bucket_locations():
     with pytest.raises(ValueError, match="train_data must be a gs:// URI"):
-        vertex.train(project="test-project", region="us-central1", train_data="/tmp/train.csv",
-                     eval_data="gs://b/v.csv", output_dir="gs://b/out", train_steps=1, batch_size=1,
-                     hidden_units="8", learning_rate=0.1, seed=0, settings=SETTINGS)
+        vertex.train(
+            project="test-project",
+            region="us-central1",
+            train_data="/tmp/train.csv",
+            eval_data="gs://b/v.csv",
+            output_dir="gs://b/out",
+            train_steps=1,
+            batch_size=1,
+            hidden_units="8",
+            learning_rate=0.1,
+            seed=0,
+            settings=SETTINGS,
+        )
 
 
 def test_single_replica_has_one_pool_without_accelerator(vertex_contract):
     vertex_contract.load("vertex_custom_job")
     vertex.run_custom_job(
-        project="test-project", region="us-central1", display_name="taxifare-train", args=_args(),
-        staging_bucket="gs://taxifare-test/staging", wait=False, settings=SETTINGS,
+        project="test-project",
+        region="us-central1",
+        display_name="taxifare-train",
+        args=_args(),
+        staging_bucket="gs://taxifare-test/staging",
+        wait=False,
+        settings=SETTINGS,
     )
     (create,) = vertex_contract.calls("POST", PARENT + "/customJobs")
     (pool,) = create.body["jobSpec"]["workerPoolSpecs"]
@@ -97,13 +138,24 @@ def test_single_replica_has_one_pool_without_accelerator(vertex_contract):
 
 def test_failed_custom_job_raises_with_vertex_message(vertex_contract):
     vertex_contract.load("vertex_custom_job")
-    vertex_contract.add("GET", r".*/customJobs/(?P<job>\d+)", {
-        "name": "projects/test-project/locations/us-central1/customJobs/${job}", "state": "JOB_STATE_FAILED",
-        "error": {"code": 3, "message": "The replica workerpool0-0 exited with a non-zero status of 1."}})
+    vertex_contract.add(
+        "GET",
+        r".*/customJobs/(?P<job>\d+)",
+        {
+            "name": "projects/test-project/locations/us-central1/customJobs/${job}",
+            "state": "JOB_STATE_FAILED",
+            "error": {"code": 3, "message": "The replica workerpool0-0 exited with a non-zero status of 1."},
+        },
+    )
     with pytest.raises(vertex.VertexError, match="JOB_STATE_FAILED: The replica workerpool0-0 exited"):
         vertex.run_custom_job(
-            project="test-project", region="us-central1", display_name="taxifare-train", args=_args(),
-            staging_bucket="gs://taxifare-test/staging", poll_interval_s=0.01, settings=SETTINGS,
+            project="test-project",
+            region="us-central1",
+            display_name="taxifare-train",
+            args=_args(),
+            staging_bucket="gs://taxifare-test/staging",
+            poll_interval_s=0.01,
+            settings=SETTINGS,
         )
 
 
@@ -113,11 +165,14 @@ def test_accelerator_enum_number_is_t4():
     assert AcceleratorType.NVIDIA_TESLA_T4.value == T4
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"replica_count": 0}, "replica_count must be at least 1"),
-    ({"accelerator_type": "NVIDIA_TESLA_T4"}, "accelerator_type and accelerator_count go together"),
-    ({"accelerator_count": 2}, "accelerator_type and accelerator_count go together"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"replica_count": 0}, "replica_count must be at least 1"),
+        ({"accelerator_type": "NVIDIA_TESLA_T4"}, "accelerator_type and accelerator_count go together"),
+        ({"accelerator_count": 2}, "accelerator_type and accelerator_count go together"),
+    ],
+)
 def test_worker_pool_arguments_checked(kwargs, message):
     with pytest.raises(ValueError, match=message):
         vertex.worker_pool_specs(image=IMAGE, args=[], **kwargs)
@@ -126,8 +181,13 @@ def test_worker_pool_arguments_checked(kwargs, message):
 def test_first_deploy_uploads_new_model_creates_endpoint_and_sends_all_traffic(vertex_contract):
     vertex_contract.load("vertex_model", "vertex_endpoint")
     deployed = vertex.deploy_model(
-        model_uri="gs://taxifare-test/taxifare/models/v1", display_name="taxifare", project="test-project",
-        region="us-central1", machine_type="n1-standard-4", min_replica_count=1, max_replica_count=3,
+        model_uri="gs://taxifare-test/taxifare/models/v1",
+        display_name="taxifare",
+        project="test-project",
+        region="us-central1",
+        machine_type="n1-standard-4",
+        min_replica_count=1,
+        max_replica_count=3,
         settings=SETTINGS,
     )
     (listing,) = vertex_contract.calls("GET", PARENT + "/models")
@@ -153,22 +213,31 @@ def test_first_deploy_uploads_new_model_creates_endpoint_and_sends_all_traffic(v
     assert deployed_model["model"].endswith("/models/8800000000000000001@1")
     assert deployed_model["displayName"] == "taxifare-v1"
     assert deployed_model["dedicatedResources"] == {
-        "machineSpec": {"machineType": "n1-standard-4"}, "minReplicaCount": 1, "maxReplicaCount": 3}
+        "machineSpec": {"machineType": "n1-standard-4"},
+        "minReplicaCount": 1,
+        "maxReplicaCount": 3,
+    }
     assert deployed_model["serviceAccount"] == SETTINGS.service_account
     assert deploy.body["trafficSplit"] == {"0": 100}
 
     assert deployed.endpoint_created is True
     assert deployed.parent_model is None
     assert deployed.model_version_id == "1"
-    assert deployed.endpoint_resource_name == "projects/test-project/locations/us-central1/endpoints/4200000000000000001"
+    assert (
+        deployed.endpoint_resource_name == "projects/test-project/locations/us-central1/endpoints/4200000000000000001"
+    )
     assert deployed.metadata()["serving_image"] == IMAGE
 
 
 def test_redeploy_is_a_new_version_on_the_existing_endpoint_with_a_traffic_split(vertex_contract):
     vertex_contract.load("vertex_model_existing", "vertex_endpoint_existing", "vertex_model", "vertex_endpoint")
     deployed = vertex.deploy_model(
-        model_uri="gs://taxifare-test/taxifare/models/v4", display_name="taxifare", project="test-project",
-        region="us-central1", traffic_percentage=20, settings=SETTINGS,
+        model_uri="gs://taxifare-test/taxifare/models/v4",
+        display_name="taxifare",
+        project="test-project",
+        region="us-central1",
+        traffic_percentage=20,
+        settings=SETTINGS,
     )
     (upload,) = vertex_contract.calls("POST", PARENT + "/models:upload")
     assert upload.body["parentModel"] == "projects/123456789012/locations/us-central1/models/8800000000000000001"
@@ -186,21 +255,35 @@ def test_redeploy_is_a_new_version_on_the_existing_endpoint_with_a_traffic_split
 
 def test_prebuilt_tf_serving_container_option(vertex_contract):
     vertex_contract.load("vertex_model", "vertex_endpoint")
-    vertex.deploy_model(model_uri="gs://taxifare-test/taxifare/models/v1", display_name="taxifare",
-                        project="test-project", region="us-central1", serving="prebuilt", settings=SETTINGS)
+    vertex.deploy_model(
+        model_uri="gs://taxifare-test/taxifare/models/v1",
+        display_name="taxifare",
+        project="test-project",
+        region="us-central1",
+        serving="prebuilt",
+        settings=SETTINGS,
+    )
     (upload,) = vertex_contract.calls("POST", PARENT + "/models:upload")
     assert upload.body["model"]["containerSpec"] == {"imageUri": vertex.PREBUILT_TF_IMAGE}
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"model_uri": "/tmp/model"}, "model_uri must be a gs:// URI"),
-    ({"serving": "tfserving"}, "serving must be one of custom, prebuilt"),
-    ({"traffic_percentage": 120}, "traffic_percentage must be within 0..100"),
-    ({"min_replica_count": 3, "max_replica_count": 2}, "min_replica_count <= max_replica_count"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"model_uri": "/tmp/model"}, "model_uri must be a gs:// URI"),
+        ({"serving": "tfserving"}, "serving must be one of custom, prebuilt"),
+        ({"traffic_percentage": 120}, "traffic_percentage must be within 0..100"),
+        ({"min_replica_count": 3, "max_replica_count": 2}, "min_replica_count <= max_replica_count"),
+    ],
+)
 def test_deploy_arguments_checked_before_any_call(contract_server, kwargs, message):
-    arguments = dict(model_uri="gs://b/m", display_name="taxifare", project="test-project", region="us-central1",
-                     settings=SETTINGS.model_copy(update={"api_endpoint": contract_server.url}))
+    arguments = dict(
+        model_uri="gs://b/m",
+        display_name="taxifare",
+        project="test-project",
+        region="us-central1",
+        settings=SETTINGS.model_copy(update={"api_endpoint": contract_server.url}),
+    )
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=message):
         vertex.deploy_model(**arguments)
@@ -209,12 +292,18 @@ def test_deploy_arguments_checked_before_any_call(contract_server, kwargs, messa
 
 def test_predict_batches_instances_and_reads_fares(vertex_contract):
     vertex_contract.load("vertex_endpoint")
-    vertex_contract.add("POST", PARENT + r"/endpoints/\d+:predict", responses=[
-        {"predictions": [{"fare_amount": 9.5}, {"fare_amount": 11.0}], "deployedModelId": "61"},
-        {"predictions": [{"fare_amount": 30.25}], "deployedModelId": "61"},
-    ])
-    instances = [{"pickuplon": -73.98, "pickuplat": 40.75, "dropofflon": -73.97, "dropofflat": 40.76,
-                  "passengers": float(n)} for n in range(3)]
+    vertex_contract.add(
+        "POST",
+        PARENT + r"/endpoints/\d+:predict",
+        responses=[
+            {"predictions": [{"fare_amount": 9.5}, {"fare_amount": 11.0}], "deployedModelId": "61"},
+            {"predictions": [{"fare_amount": 30.25}], "deployedModelId": "61"},
+        ],
+    )
+    instances = [
+        {"pickuplon": -73.98, "pickuplat": 40.75, "dropofflon": -73.97, "dropofflat": 40.76, "passengers": float(n)}
+        for n in range(3)
+    ]
     endpoint = "projects/test-project/locations/us-central1/endpoints/4200000000000000001"
     fares = vertex.predict(endpoint, instances, batch_size=2, settings=SETTINGS)
     assert fares == [9.5, 11.0, 30.25]
@@ -225,8 +314,11 @@ def test_predict_batches_instances_and_reads_fares(vertex_contract):
 def test_predict_rejects_a_short_answer(vertex_contract):
     vertex_contract.load("vertex_endpoint")  # the recording answers one prediction
     with pytest.raises(vertex.VertexError, match="answered 1 predictions for 2 instances"):
-        vertex.predict("projects/test-project/locations/us-central1/endpoints/4200000000000000001",
-                       [{"passengers": 1.0}, {"passengers": 2.0}], settings=SETTINGS)
+        vertex.predict(
+            "projects/test-project/locations/us-central1/endpoints/4200000000000000001",
+            [{"passengers": 1.0}, {"passengers": 2.0}],
+            settings=SETTINGS,
+        )
 
 
 def test_configured_http_api_endpoint_is_used_with_rest(contract_server):
@@ -234,10 +326,14 @@ def test_configured_http_api_endpoint_is_used_with_rest(contract_server):
     contract_server.load("vertex_endpoint")
     settings = SETTINGS.model_copy(update={"api_endpoint": contract_server.url})
     try:
-        fares = vertex.predict("projects/test-project/locations/us-central1/endpoints/4200000000000000001",
-                               [{"passengers": 1.0}], settings=settings)
+        fares = vertex.predict(
+            "projects/test-project/locations/us-central1/endpoints/4200000000000000001",
+            [{"passengers": 1.0}],
+            settings=settings,
+        )
     finally:
         from google.cloud.aiplatform import initializer
+
         initializer.global_config.__init__()
     assert fares == [11.35]
     assert contract_server.calls("POST", r".*:predict")

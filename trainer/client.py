@@ -75,7 +75,9 @@ def predict(url: str, instances: list[dict], *, batch_size: int = 100, timeout_s
                 )
             predictions = response.json()["predictions"]
             if len(predictions) != len(batch):
-                raise EndpointError(f"endpoint {url} returned {len(predictions)} predictions for {len(batch)} instances")
+                raise EndpointError(
+                    f"endpoint {url} returned {len(predictions)} predictions for {len(batch)} instances"
+                )
             fares.extend(float(p["fare_amount"]) for p in predictions)
     return fares
 

@@ -44,9 +44,7 @@ _REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
 _PROJECT = re.compile(r"^(?:[a-z0-9.-]+\.[a-z]{2,}:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 # User-managed (NAME@PROJECT.iam.gserviceaccount.com), default compute
 # (N-compute@developer.gserviceaccount.com) and Google-managed service agents.
-_SERVICE_ACCOUNT = re.compile(
-    r"^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]@(?:[a-z0-9-]+\.)*(?:iam\.)?gserviceaccount\.com$"
-)
+_SERVICE_ACCOUNT = re.compile(r"^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]@(?:[a-z0-9-]+\.)*(?:iam\.)?gserviceaccount\.com$")
 # Docker image reference: [host[:port]/]path[:tag][@sha256:digest], lowercase path components.
 _IMAGE = re.compile(
     r"^(?:(?P<host>(?:[a-zA-Z0-9-]+\.)*[a-zA-Z0-9-]+(?::[0-9]+)?)/)?"
@@ -148,7 +146,9 @@ class Settings(BaseModel):
     @classmethod
     def _prefix(cls, value: str) -> str:
         if not _PREFIX.match(value):
-            raise ValueError(f"prefix {value!r}: a folder like 'taxifare' or 'team/taxifare', no leading or trailing '/'")
+            raise ValueError(
+                f"prefix {value!r}: a folder like 'taxifare' or 'team/taxifare', no leading or trailing '/'"
+            )
         return value
 
     @field_validator("image")
@@ -240,8 +240,12 @@ def load_settings(path: str | os.PathLike | None = None, **overrides) -> Setting
 def describe(settings: Settings, path: str | os.PathLike | None = None) -> list[tuple[str, str, str]]:
     """(name, value, source) rows of the effective configuration, derived locations included."""
     _, sources = setting_sources(path)
-    rows = [(name, "" if getattr(settings, name) is None else str(getattr(settings, name)),
-             sources.get(name, "default")) for name in Settings.model_fields]
-    rows += [("pipeline_root", settings.pipeline_root, "derived"),
-             ("staging_bucket", settings.staging_bucket, "derived")]
+    rows = [
+        (name, "" if getattr(settings, name) is None else str(getattr(settings, name)), sources.get(name, "default"))
+        for name in Settings.model_fields
+    ]
+    rows += [
+        ("pipeline_root", settings.pipeline_root, "derived"),
+        ("staging_bucket", settings.staging_bucket, "derived"),
+    ]
     return rows

@@ -25,7 +25,6 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import tensorflow as tf
 
@@ -196,9 +195,13 @@ def scan_files(paths: Sequence[str], layout: Layout | str | None = None) -> Scan
         scans.append(scan)
         log.info(
             "%s: %s layout%s, %d rows, %d implausible %s",
-            path, scan.layout.name, " with header" if scan.has_header else "", scan.rows,
-            sum(scan.dropped.values()), dict(scan.dropped),
-        )  # fmt: skip
+            path,
+            scan.layout.name,
+            " with header" if scan.has_header else "",
+            scan.rows,
+            sum(scan.dropped.values()),
+            dict(scan.dropped),
+        )
     if not scans:
         raise DataError("no input files")
     return ScanResult(layout=scans[0].layout, files=scans)

@@ -13,6 +13,7 @@ reliability tests use (kill the emulator mid-ingest, start it again on the same 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -141,11 +142,13 @@ class GcsEmulator:
             *_emulator_command(),
             *data_args,
             "start",
-            "--host", self.bind_host,
-            "--port", str(self.port),
+            "--host",
+            self.bind_host,
+            "--port",
+            str(self.port),
             *storage_args,
             "--quiet",
-        ]  # fmt: skip
+        ]
         if self._log_path is None:
             handle, name = tempfile.mkstemp(prefix="gcs-emulator-", suffix=".log")
             os.close(handle)
@@ -170,8 +173,7 @@ class GcsEmulator:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise EmulatorError(
-                    f"gcp-storage-emulator exited with code {self._proc.returncode} on "
-                    f"{self.host}: {self._log_tail()}"
+                    f"gcp-storage-emulator exited with code {self._proc.returncode} on {self.host}: {self._log_tail()}"
                 )
             try:
                 with urllib.request.urlopen(probe, timeout=1.0) as answer:
@@ -180,9 +182,7 @@ class GcsEmulator:
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.05)
         self.stop()
-        raise EmulatorError(
-            f"gcp-storage-emulator did not answer on {self.host} within {self.start_timeout_s:.0f} s"
-        )
+        raise EmulatorError(f"gcp-storage-emulator did not answer on {self.host} within {self.start_timeout_s:.0f} s")
 
     def _log_tail(self, lines: int = 5) -> str:
         if self._log_path is None or not self._log_path.is_file():
@@ -195,10 +195,8 @@ class GcsEmulator:
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             sig = signal.SIGKILL if kill else signal.SIGTERM
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                pass
             try:
                 proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:

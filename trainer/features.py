@@ -20,9 +20,9 @@ from __future__ import annotations
 import math
 from datetime import date
 
+import keras
 import numpy as np
 import tensorflow as tf
-import keras
 
 from trainer import schema
 from trainer.schema import Layout
@@ -42,8 +42,13 @@ AIRPORTS = ("jfk", "lga", "ewr")
 # The Hudson along Manhattan's west shore, (lat, lon) south to north: New Jersey lies west of it.
 # Trips across it leave the city, where the meter does not apply (negotiated or double fares).
 HUDSON = (
-    (40.70, -74.020), (40.75, -74.012), (40.80, -73.975), (40.85, -73.950), (40.90, -73.922), (40.95, -73.905),
-)  # fmt: skip
+    (40.70, -74.020),
+    (40.75, -74.012),
+    (40.80, -73.975),
+    (40.85, -73.950),
+    (40.90, -73.922),
+    (40.95, -73.905),
+)
 # Only between these latitudes is "west of the river" known to mean New Jersey: further south
 # lies the harbour (and Staten Island), further north the river is not traced.
 HUDSON_LAT_RANGE = (40.69, 40.95)
@@ -60,18 +65,35 @@ EPOCH_DAY_2009 = (date(2009, 1, 1) - date(1970, 1, 1)).days
 TARIFF_CHANGE_DAY = (date(2012, 9, 4) - date(1970, 1, 1)).days
 
 BASE_FEATURES = (
-    "pickup_lon", "pickup_lat", "dropoff_lon", "dropoff_lat",
-    "east_km", "north_km", "distance_km", "log_distance_km", "grid_distance_km",
-    "bearing_sin", "bearing_cos",
+    "pickup_lon",
+    "pickup_lat",
+    "dropoff_lon",
+    "dropoff_lat",
+    "east_km",
+    "north_km",
+    "distance_km",
+    "log_distance_km",
+    "grid_distance_km",
+    "bearing_sin",
+    "bearing_cos",
     *(f"{end}_to_{place}_km" for end in ("pickup", "dropoff") for place in PLACES),
     *(f"{end}_at_{airport}" for end in ("pickup", "dropoff") for airport in AIRPORTS),
-    "pickup_west_of_hudson_km", "dropoff_west_of_hudson_km", "crosses_hudson",
+    "pickup_west_of_hudson_km",
+    "dropoff_west_of_hudson_km",
+    "crosses_hudson",
     "passengers",
-)  # fmt: skip
+)
 TIME_FEATURES = (
-    "years_since_2009", "new_tariff", "hour_sin", "hour_cos", "weekday_sin", "weekday_cos",
-    "weekend", "night", "weekday_peak",
-)  # fmt: skip
+    "years_since_2009",
+    "new_tariff",
+    "hour_sin",
+    "hour_cos",
+    "weekday_sin",
+    "weekday_cos",
+    "weekend",
+    "night",
+    "weekday_peak",
+)
 
 
 def feature_names(layout: Layout) -> tuple[str, ...]:

@@ -87,9 +87,7 @@ def _query_params(source: str, query: str, allowed: tuple[str, ...]) -> dict[str
     params: dict[str, str] = {}
     for name, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
         if name not in allowed:
-            raise SourceError(
-                f"{scheme}:// parameter {name!r} is not known; expected {', '.join(allowed)}"
-            )
+            raise SourceError(f"{scheme}:// parameter {name!r} is not known; expected {', '.join(allowed)}")
         if name in params:
             raise SourceError(f"{scheme}:// parameter {name!r} is given twice")
         params[name] = value
@@ -102,9 +100,7 @@ def _positive_int(scheme: str, name: str, text: str, low: int, high: int) -> int
     try:
         value = int(text)
     except ValueError:
-        raise SourceError(
-            f"{scheme}:// parameter {name}={text!r}: expected an integer {low}..{high}"
-        ) from None
+        raise SourceError(f"{scheme}:// parameter {name}={text!r}: expected an integer {low}..{high}") from None
     if not low <= value <= high:
         raise SourceError(f"{scheme}:// parameter {name}={value}: expected an integer {low}..{high}")
     return value
@@ -114,16 +110,13 @@ def _parse_synthetic(text: str) -> Source:
     parts = urlsplit(text)
     if parts.netloc or parts.path or parts.fragment:
         raise SourceError(
-            f"synthetic:// takes only query parameters, like synthetic://?rows=10000&layout=lab&seed=0; "
-            f"got {text!r}"
+            f"synthetic:// takes only query parameters, like synthetic://?rows=10000&layout=lab&seed=0; got {text!r}"
         )
     params = _query_params(text, parts.query, _SYNTHETIC_PARAMS)
     rows = _positive_int("synthetic", "rows", params.get("rows", str(DEFAULT_SYNTHETIC_ROWS)), 1, MAX_SYNTHETIC_ROWS)
     layout = params.get("layout", "lab")
     if layout not in schema.LAYOUTS:
-        raise SourceError(
-            f"synthetic:// parameter layout={layout!r}: expected one of {', '.join(schema.LAYOUTS)}"
-        )
+        raise SourceError(f"synthetic:// parameter layout={layout!r}: expected one of {', '.join(schema.LAYOUTS)}")
     seed = _positive_int("synthetic", "seed", params.get("seed", "0"), 0, 2**32 - 1)
     return Source("synthetic", text, {"rows": rows, "layout": layout, "seed": seed})
 
@@ -147,9 +140,7 @@ def _parse_bigquery(text: str) -> Source:
             )
         return Source("bigquery", text, {**params, "query": sql})
     if not target:
-        raise SourceError(
-            "bq:// needs a table (bq://project.dataset.table) or a query (bq://?query=SELECT …)"
-        )
+        raise SourceError("bq:// needs a table (bq://project.dataset.table) or a query (bq://?query=SELECT …)")
     match = _BQ_TABLE.match(target)
     if not match:
         raise SourceError(
@@ -186,9 +177,7 @@ def parse_source(text: str) -> Source:
         if not parts.hostname:
             raise SourceError(f"{text!r}: no host in the URL")
         if scheme == "http" and not _is_loopback(parts.hostname):
-            raise SourceError(
-                f"{text!r}: plain http:// is accepted only from a loopback host; use https://"
-            )
+            raise SourceError(f"{text!r}: plain http:// is accepted only from a loopback host; use https://")
         return Source("https", text, {})
     if scheme:
         raise SourceError(
@@ -279,9 +268,7 @@ def _download_gcs(source: Source, workdir: Path, progress: bool) -> _Fetched:
             raise SourceError(f"source {text}: no object found")
     files = []
     for index, uri in enumerate(sorted(uris)):
-        files.append(
-            storage.download_file(uri, workdir / "gcs" / f"{index:05d}-{Path(uri).name}", progress=progress)
-        )
+        files.append(storage.download_file(uri, workdir / "gcs" / f"{index:05d}-{Path(uri).name}", progress=progress))
     return _Fetched(files)
 
 
@@ -355,10 +342,7 @@ def _extract_bigquery(
     uris = [u for u in storage.list_blobs(staging) if u.endswith(".csv")]
     if not uris:
         raise SourceError(f"source {source.text}: BigQuery wrote no file under {staging}")
-    files = [
-        storage.download_file(uri, workdir / "bq" / Path(uri).name, progress=progress)
-        for uri in uris
-    ]
+    files = [storage.download_file(uri, workdir / "bq" / Path(uri).name, progress=progress) for uri in uris]
     return _Fetched(files)
 
 
@@ -470,9 +454,7 @@ def detect_file_layout(path: Path) -> schema.Layout | None:
             except schema.LayoutError as exc:
                 first_error = first_error or exc
     if first_error is not None:
-        raise IngestError(
-            f"no line among the first {_LAYOUT_SCAN_LINES} of the file matches a layout ({first_error})"
-        )
+        raise IngestError(f"no line among the first {_LAYOUT_SCAN_LINES} of the file matches a layout ({first_error})")
     return None
 
 
@@ -650,7 +632,9 @@ def ingest(
     own_workdir = workdir is None
     work = Path(tempfile.mkdtemp(prefix="taxifare-ingest-") if own_workdir else workdir)
     try:
-        fetch = dict(bucket=bucket, prefix=prefix, project=project, bigquery_endpoint=bigquery_endpoint, progress=progress)
+        fetch = dict(
+            bucket=bucket, prefix=prefix, project=project, bigquery_endpoint=bigquery_endpoint, progress=progress
+        )
         src, files, presplit = fetch_source(source, work / "source", **fetch)
         if valid_source:
             _, valid_files, _ = fetch_source(valid_source, work / "valid-source", **fetch)
@@ -691,9 +675,7 @@ def ingest(
             if writers[name].rows == 0:
                 logger.warning("the %s split of %s is empty", name, source)
 
-        files_info = {
-            name: {"rows": w.rows, "bytes": w.bytes, "crc32c": w.crc32c} for name, w in writers.items()
-        }
+        files_info = {name: {"rows": w.rows, "bytes": w.bytes, "crc32c": w.crc32c} for name, w in writers.items()}
         core = {"layout": layout.name, "split": split_desc, "files": files_info}
         digest = hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()
         dataset_id = f"{layout.name}-{digest[:16]}"

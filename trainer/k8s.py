@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Mapping
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,11 @@ def api_client(host: str | None = None):
 
 
 def _labels(name: str) -> dict[str, str]:
-    return {"app.kubernetes.io/name": APP_LABEL, "app.kubernetes.io/instance": name,
-            "app.kubernetes.io/part-of": "taxifare-pipelines"}
+    return {
+        "app.kubernetes.io/name": APP_LABEL,
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/part-of": "taxifare-pipelines",
+    }
 
 
 def manifests(
@@ -84,8 +87,9 @@ def manifests(
         "AIP_STORAGE_URI": model_uri,
         **(env or {}),
     }
-    probe = client.V1Probe(http_get=client.V1HTTPGetAction(path=HEALTH_ROUTE, port=SERVING_PORT),
-                           period_seconds=5, failure_threshold=3)
+    probe = client.V1Probe(
+        http_get=client.V1HTTPGetAction(path=HEALTH_ROUTE, port=SERVING_PORT), period_seconds=5, failure_threshold=3
+    )
     container = client.V1Container(
         name="server",
         image=image,
@@ -95,27 +99,37 @@ def manifests(
         env=[client.V1EnvVar(name=k, value=v) for k, v in environment.items()],
         readiness_probe=probe,
         # the model is downloaded and loaded before health answers 200: give it time
-        liveness_probe=client.V1Probe(http_get=client.V1HTTPGetAction(path=HEALTH_ROUTE, port=SERVING_PORT),
-                                      initial_delay_seconds=60, period_seconds=10),
-        resources=client.V1ResourceRequirements(requests={"cpu": cpu, "memory": memory},
-                                                limits={"memory": memory}),
+        liveness_probe=client.V1Probe(
+            http_get=client.V1HTTPGetAction(path=HEALTH_ROUTE, port=SERVING_PORT),
+            initial_delay_seconds=60,
+            period_seconds=10,
+        ),
+        resources=client.V1ResourceRequirements(requests={"cpu": cpu, "memory": memory}, limits={"memory": memory}),
         security_context=client.V1SecurityContext(
-            run_as_non_root=True, run_as_user=RUN_AS_USER, allow_privilege_escalation=False,
-            read_only_root_filesystem=True, capabilities=client.V1Capabilities(drop=["ALL"])),
+            run_as_non_root=True,
+            run_as_user=RUN_AS_USER,
+            allow_privilege_escalation=False,
+            read_only_root_filesystem=True,
+            capabilities=client.V1Capabilities(drop=["ALL"]),
+        ),
         volume_mounts=[client.V1VolumeMount(name="tmp", mount_path="/tmp")],
     )
     deployment = client.V1Deployment(
         api_version="apps/v1",
         kind="Deployment",
-        metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels=labels,
-                                     annotations={"taxifare/model-uri": model_uri}),
+        metadata=client.V1ObjectMeta(
+            name=name, namespace=namespace, labels=labels, annotations={"taxifare/model-uri": model_uri}
+        ),
         spec=client.V1DeploymentSpec(
             replicas=replicas,
             selector=client.V1LabelSelector(match_labels={"app.kubernetes.io/instance": name}),
             template=client.V1PodTemplateSpec(
                 metadata=client.V1ObjectMeta(labels=labels, annotations={"taxifare/model-uri": model_uri}),
-                spec=client.V1PodSpec(containers=[container], service_account_name=service_account,
-                                      volumes=[client.V1Volume(name="tmp", empty_dir=client.V1EmptyDirVolumeSource())]),
+                spec=client.V1PodSpec(
+                    containers=[container],
+                    service_account_name=service_account,
+                    volumes=[client.V1Volume(name="tmp", empty_dir=client.V1EmptyDirVolumeSource())],
+                ),
             ),
         ),
     )
@@ -162,8 +176,9 @@ def deploy_serving(
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    deployment, service = manifests(name=name, model_uri=model_uri, image=image, namespace=namespace,
-                                    replicas=replicas, env=env, **resources)
+    deployment, service = manifests(
+        name=name, model_uri=model_uri, image=image, namespace=namespace, replicas=replicas, env=env, **resources
+    )
     api = api_client(host)
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
     try:
@@ -177,13 +192,20 @@ def deploy_serving(
         else:
             core.create_namespaced_service(namespace, service)
     except ApiException as exc:
-        raise ClusterError(f"deploying {name} to namespace {namespace}: {exc.status} {exc.reason}: "
-                           f"{(exc.body or '')[:300]}") from None
+        raise ClusterError(
+            f"deploying {name} to namespace {namespace}: {exc.status} {exc.reason}: {(exc.body or '')[:300]}"
+        ) from None
     log.info("%s deployment %s/%s serving %s", "created" if created else "updated", namespace, name, model_uri)
     if wait:
         _wait_ready(apps, name, namespace, replicas, timeout_s, poll_interval_s)
-    return ClusterEndpoint(name=name, namespace=namespace, url=f"http://{name}.{namespace}.svc.cluster.local{PREDICT_ROUTE}",
-                           model_uri=model_uri, image=image, created=created)
+    return ClusterEndpoint(
+        name=name,
+        namespace=namespace,
+        url=f"http://{name}.{namespace}.svc.cluster.local{PREDICT_ROUTE}",
+        model_uri=model_uri,
+        image=image,
+        created=created,
+    )
 
 
 def _wait_ready(apps, name: str, namespace: str, replicas: int, timeout_s: float, poll_interval_s: float) -> None:
@@ -196,7 +218,9 @@ def _wait_ready(apps, name: str, namespace: str, replicas: int, timeout_s: float
             log.info("deployment %s/%s ready (%d/%d)", namespace, name, ready, replicas)
             return
         if time.monotonic() > deadline:
-            raise ClusterError(f"deployment {namespace}/{name}: {ready}/{replicas} replicas ready after {timeout_s:.0f} s")
+            raise ClusterError(
+                f"deployment {namespace}/{name}: {ready}/{replicas} replicas ready after {timeout_s:.0f} s"
+            )
         time.sleep(poll_interval_s)
 
 

@@ -18,12 +18,12 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
-import keras
 
 from trainer import data, schema
 from trainer.features import CROSS_BUCKETS, GRID_CELLS, TaxiFeatures, Winsorize, feature_names
@@ -108,9 +108,9 @@ def build_model(
     inputs = serving_inputs(layout)
     feats = TaxiFeatures(layout.name, name="features")(inputs)
 
-    sample_features = TaxiFeatures(layout.name)(
-        {k: tf.constant(v) for k, v in normalization_sample.items()}
-    )["numeric"].numpy()
+    sample_features = TaxiFeatures(layout.name)({k: tf.constant(v) for k, v in normalization_sample.items()})[
+        "numeric"
+    ].numpy()
     clip = Winsorize(clip_quantile, name="winsorize")
     clip.adapt(sample_features)
     norm = keras.layers.Normalization(name="normalize")
@@ -119,9 +119,11 @@ def build_model(
     if embedding_dim > 0:
         for key, size in (("pickup_cell", GRID_CELLS), ("dropoff_cell", GRID_CELLS), ("trip_cell", CROSS_BUCKETS)):
             emb = keras.layers.Embedding(
-                size, embedding_dim, name=f"{key}_embedding",
+                size,
+                embedding_dim,
+                name=f"{key}_embedding",
                 embeddings_regularizer=keras.regularizers.l2(l2) if l2 else None,
-            )  # fmt: skip
+            )
             parts.append(emb(feats[key]))
     x = keras.layers.Concatenate(name="all_features")(parts)
     regularizer = keras.regularizers.l2(l2) if l2 else None
@@ -129,7 +131,9 @@ def build_model(
     for t in range(towers):
         h = x
         for i, units in enumerate(hidden_units):
-            h = keras.layers.Dense(units, activation="relu", kernel_regularizer=regularizer, name=f"tower{t}_hidden{i}")(h)
+            h = keras.layers.Dense(
+                units, activation="relu", kernel_regularizer=regularizer, name=f"tower{t}_hidden{i}"
+            )(h)
             if dropout:
                 h = keras.layers.Dropout(dropout, name=f"tower{t}_dropout{i}")(h)
         tower_outputs.append(
@@ -186,9 +190,11 @@ class TaxifareModel(keras.Model):
             for _, _, it in iterator:
                 batch = next(it)
                 data_batch = tf.nest.map_structure(
-                    lambda x: strategy.experimental_local_results(x)[0]
-                    if isinstance(x, tf.distribute.DistributedValues)
-                    else x,
+                    lambda x: (
+                        strategy.experimental_local_results(x)[0]
+                        if isinstance(x, tf.distribute.DistributedValues)
+                        else x
+                    ),
                     batch,
                 )
                 break
@@ -288,9 +294,11 @@ class _TensorBoardLoss(keras.callbacks.Callback):
         self.train_writer.flush()
         self.eval_writer.flush()
         log.info(
-            "step %d: loss %.3f%s", self.step, logs.get("loss", float("nan")),
+            "step %d: loss %.3f%s",
+            self.step,
+            logs.get("loss", float("nan")),
             f", eval loss {logs['val_loss']:.3f}" if "val_loss" in logs else "",
-        )  # fmt: skip
+        )
 
 
 def _normalization_sample(scan: data.ScanResult, rows: int) -> tuple[dict[str, np.ndarray], float]:
@@ -385,9 +393,7 @@ def run(config: TrainConfig) -> dict:
     layout = train_scan.layout
     eval_scan = data.scan_files(data.expand_paths(config.eval_data_paths), layout)
     dropped = train_scan.dropped
-    log.info(
-        "training rows: %d plausible of %d; dropped %s", train_scan.plausible, train_scan.rows, dropped
-    )
+    log.info("training rows: %d plausible of %d; dropped %s", train_scan.plausible, train_scan.rows, dropped)
     if train_scan.plausible == 0:
         raise data.DataError("no plausible training rows: nothing to learn from")
 
@@ -398,11 +404,19 @@ def run(config: TrainConfig) -> dict:
     sample, label_mean = _normalization_sample(train_scan, NORMALIZATION_SAMPLE_ROWS)
     with strategy.scope():
         model = build_model(
-            layout, sample, hidden_units=config.hidden_units, learning_rate=config.learning_rate,
-            train_steps=config.train_steps, label_mean=label_mean, embedding_dim=config.embedding_dim,
-            dropout=config.dropout, l2=config.l2, clip_quantile=config.clip_quantile, loss=config.loss,
+            layout,
+            sample,
+            hidden_units=config.hidden_units,
+            learning_rate=config.learning_rate,
+            train_steps=config.train_steps,
+            label_mean=label_mean,
+            embedding_dim=config.embedding_dim,
+            dropout=config.dropout,
+            l2=config.l2,
+            clip_quantile=config.clip_quantile,
+            loss=config.loss,
             towers=config.towers,
-        )  # fmt: skip
+        )
 
     cache = config.cache if config.cache is not None else train_scan.rows <= CACHE_MAX_ROWS
     train_ds = data.make_dataset(train_scan, config.train_batch_size, training=True, cache=cache, seed=config.seed)
@@ -441,12 +455,10 @@ def run(config: TrainConfig) -> dict:
     )
     metadata = {
         "layout": layout.name,
-        "fields": {
-            n: ("string" if n == layout.pickup_datetime else "float32") for n in layout.serving_fields
-        },
+        "fields": {n: ("string" if n == layout.pickup_datetime else "float32") for n in layout.serving_fields},
         "features": list(feature_names(layout)),
         "metrics": {k: metrics[k] for k in ("rmse", "mae", "rmse_plausible", "eval_rows")},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "train_rows": train_scan.plausible,
         "train_rows_dropped": dropped,
         "train_data": [f.path for f in train_scan.files],
@@ -463,7 +475,11 @@ def run(config: TrainConfig) -> dict:
         shutil.rmtree(write_dir, ignore_errors=True)
     log.info(
         "eval RMSE %.3f on %d rows (plausible only %.3f), MAE %.3f; exported to %s in %.1f s",
-        metrics["rmse"], metrics["eval_rows"], metrics["rmse_plausible"], metrics["mae"], export_dir,
+        metrics["rmse"],
+        metrics["eval_rows"],
+        metrics["rmse_plausible"],
+        metrics["mae"],
+        export_dir,
         metrics["seconds"],
-    )  # fmt: skip
+    )
     return metrics

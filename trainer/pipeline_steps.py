@@ -117,8 +117,13 @@ def run_ingest(*, source, bucket, prefix, valid_source, valid_fraction, train_da
             }
         )
     log.info("ingested %s: %d train rows, %d valid rows", source, result.train.rows, result.valid.rows)
-    return None, {"train": train_data.uri, "valid": valid_data.uri, "train_rows": result.train.rows,
-                  "valid_rows": result.valid.rows, "layout": result.layout}
+    return None, {
+        "train": train_data.uri,
+        "valid": valid_data.uri,
+        "train_rows": result.train.rows,
+        "valid_rows": result.valid.rows,
+        "layout": result.layout,
+    }
 
 
 # -- 2. validate -------------------------------------------------------------------------------
@@ -152,17 +157,38 @@ def run_validate(
     clean_train.metadata.update({**counts, "split": "train", "rows": result.clean_train_rows})
     clean_valid.metadata.update({**counts, "split": "valid", "rows": result.clean_valid_rows})
     quarantine.metadata.update({"rows": result.bad_rows, "reasons": result.bad_by_reason})
-    facts = {"clean_rows": result.clean_rows, "bad_rows": result.bad_rows, "quarantine": quarantine.uri,
-             "report": report.uri}
+    facts = {
+        "clean_rows": result.clean_rows,
+        "bad_rows": result.bad_rows,
+        "quarantine": quarantine.uri,
+        "report": report.uri,
+    }
     return ValidateOutputs(result.layout, result.clean_rows, result.bad_rows), facts
 
 
 # -- 3. train ----------------------------------------------------------------------------------
 @step("train")
 def run_train(
-    *, train_data, valid_data, train_steps, batch_size, hidden_units, learning_rate, seed, model, metrics, evaluation,
-    runner="task", project="", region="", machine_type="n1-standard-4", replica_count=1,
-    accelerator_type="", accelerator_count=0, embedding_dim=None, towers=None,
+    *,
+    train_data,
+    valid_data,
+    train_steps,
+    batch_size,
+    hidden_units,
+    learning_rate,
+    seed,
+    model,
+    metrics,
+    evaluation,
+    runner="task",
+    project="",
+    region="",
+    machine_type="n1-standard-4",
+    replica_count=1,
+    accelerator_type="",
+    accelerator_count=0,
+    embedding_dim=None,
+    towers=None,
 ) -> TrainOutputs:
     """Train in this task (runner task) or as a Vertex AI CustomJob (runner vertex) that runs the
     same trainer command line in the project image and writes to the Model's URI."""
@@ -174,19 +200,39 @@ def run_train(
             from trainer import vertex
 
             vertex.train(
-                project=project, region=region, train_data=train_data.uri, eval_data=valid_data.uri,
-                output_dir=model.uri, train_steps=train_steps, batch_size=batch_size, hidden_units=hidden_units,
-                learning_rate=learning_rate, seed=seed, machine_type=machine_type, replica_count=replica_count,
-                accelerator_type=accelerator_type, accelerator_count=accelerator_count,
-                embedding_dim=embedding_dim, towers=towers,
-            )  # fmt: skip
+                project=project,
+                region=region,
+                train_data=train_data.uri,
+                eval_data=valid_data.uri,
+                output_dir=model.uri,
+                train_steps=train_steps,
+                batch_size=batch_size,
+                hidden_units=hidden_units,
+                learning_rate=learning_rate,
+                seed=seed,
+                machine_type=machine_type,
+                replica_count=replica_count,
+                accelerator_type=accelerator_type,
+                accelerator_count=accelerator_count,
+                embedding_dim=embedding_dim,
+                towers=towers,
+            )
             output_dir = local_path(model, Path(workdir) / "model")
         else:
             output_dir = Path(model.path)
             train_path = local_path(train_data, Path(workdir) / "train")
-            _train_here(train_path, valid_path, output_dir, train_steps=train_steps, batch_size=batch_size,
-                        hidden_units=hidden_units, learning_rate=learning_rate, seed=seed,
-                        embedding_dim=embedding_dim, towers=towers)
+            _train_here(
+                train_path,
+                valid_path,
+                output_dir,
+                train_steps=train_steps,
+                batch_size=batch_size,
+                hidden_units=hidden_units,
+                learning_rate=learning_rate,
+                seed=seed,
+                embedding_dim=embedding_dim,
+                towers=towers,
+            )
         results = json.loads((output_dir / "eval_metrics.json").read_text())
         layout = schema.get_layout(results["layout"])
         evaluation_page = _evaluation_html(output_dir, valid_path, layout, results)
@@ -208,8 +254,13 @@ def run_train(
             "tensorboard": tensorboard_dir,
         }
     )
-    facts = {"rmse": float(results["rmse"]), "mae": float(results["mae"]), "model": model.uri,
-             "evaluation": evaluation.uri, "tensorboard": tensorboard_dir}
+    facts = {
+        "rmse": float(results["rmse"]),
+        "mae": float(results["mae"]),
+        "model": model.uri,
+        "evaluation": evaluation.uri,
+        "tensorboard": tensorboard_dir,
+    }
     return TrainOutputs(float(results["rmse"]), tensorboard_dir), facts
 
 
@@ -217,15 +268,23 @@ def _train_here(train_path: Path, valid_path: Path, output_dir: Path, **hyper) -
     from trainer import task
 
     argv = [
-        "--train_data_paths", str(train_path),
-        "--eval_data_paths", str(valid_path),
-        "--output_dir", str(output_dir),
-        "--train_steps", str(hyper["train_steps"]),
-        "--train_batch_size", str(hyper["batch_size"]),
-        "--hidden_units", hyper["hidden_units"],
-        "--learning_rate", str(hyper["learning_rate"]),
-        "--seed", str(hyper["seed"]),
-    ]  # fmt: skip
+        "--train_data_paths",
+        str(train_path),
+        "--eval_data_paths",
+        str(valid_path),
+        "--output_dir",
+        str(output_dir),
+        "--train_steps",
+        str(hyper["train_steps"]),
+        "--train_batch_size",
+        str(hyper["batch_size"]),
+        "--hidden_units",
+        hyper["hidden_units"],
+        "--learning_rate",
+        str(hyper["learning_rate"]),
+        "--seed",
+        str(hyper["seed"]),
+    ]
     for switch in ("embedding_dim", "towers"):  # None: the trainer's default
         if hyper.get(switch) is not None:
             argv += [f"--{switch}", str(hyper[switch])]
@@ -281,8 +340,17 @@ def run_export(*, trained_model, train_data, bucket, prefix, exported_model) -> 
 # -- 5. deploy ---------------------------------------------------------------------------------
 @step("deploy")
 def run_deploy(
-    *, exported_model, target, endpoint_name, project, region, endpoint,
-    machine_type="n1-standard-2", min_replicas=1, max_replicas=1, traffic_percentage=100,
+    *,
+    exported_model,
+    target,
+    endpoint_name,
+    project,
+    region,
+    endpoint,
+    machine_type="n1-standard-2",
+    min_replicas=1,
+    max_replicas=1,
+    traffic_percentage=100,
 ) -> None:
     _check_target(target)
     version = exported_model.metadata.get("version", Path(exported_model.uri.rstrip("/")).name)
@@ -413,15 +481,30 @@ def run_select_best(*, rmses, models, trials, best_model, leaderboard, plot) -> 
         f'<img alt="RMSE per parameter" src="data:image/png;base64,{encoded}"></body></html>'
     )
     table = [{"index": r.index, **r.params, "rmse": r.rmse, "model": r.run} for r in results]
-    facts = {"best_index": best, "best_rmse": results[best].rmse, "rmses": [r.rmse for r in results],
-             "best_model": winner.uri}
+    facts = {
+        "best_index": best,
+        "best_rmse": results[best].rmse,
+        "rmses": [r.rmse for r in results],
+        "best_model": winner.uri,
+    }
     return SelectOutputs(best, results[best].rmse, table), facts
 
 
 @step("champion")
 def run_champion(
-    *, best_model, valid_data, results, target, endpoint_name, project, region, min_improvement, compare_rows,
-    batch_size, report, metrics,
+    *,
+    best_model,
+    valid_data,
+    results,
+    target,
+    endpoint_name,
+    project,
+    region,
+    min_improvement,
+    compare_rows,
+    batch_size,
+    report,
+    metrics,
 ) -> str:
     """Compare the sweep's best model with the one the endpoint serves now; 'deploy' or 'keep'."""
     from trainer import client, sweep
@@ -434,21 +517,30 @@ def run_champion(
         sample = client.sample_validation_rows(local_path(valid_data, Path(workdir) / "valid"), layout, compare_rows)
         if not sample.instances:
             raise ValueError(f"no clean validation rows in {valid_data.uri} to compare the models on")
-        challenger_rmse = sweep.model_rmse(local_path(best_model, Path(workdir) / "model"), sample.instances,
-                                           sample.labels)
+        challenger_rmse = sweep.model_rmse(
+            local_path(best_model, Path(workdir) / "model"), sample.instances, sample.labels
+        )
     champion = sweep.measure_champion(
-        target=target, endpoint_name=endpoint_name, instances=sample.instances, labels=sample.labels,
-        project=project, region=region, batch_size=batch_size,
-    )  # fmt: skip
+        target=target,
+        endpoint_name=endpoint_name,
+        instances=sample.instances,
+        labels=sample.labels,
+        project=project,
+        region=region,
+        batch_size=batch_size,
+    )
     decision = sweep.decide(challenger_rmse, champion.rmse, min_improvement)
     best_index = int(best_model.metadata.get("trial", 0))
     # numbers come back from the orchestrator as JSON numbers (64.0): the sets' own types again
     trial_results = [
-        sweep.TrialResult(index=int(row["index"]),
-                          params=sweep.parse_trials([{k: row[k] for k in sweep.HPARAM_NAMES if k in row}])[0],
-                          rmse=row.get("rmse"), run=row.get("model", ""))
+        sweep.TrialResult(
+            index=int(row["index"]),
+            params=sweep.parse_trials([{k: row[k] for k in sweep.HPARAM_NAMES if k in row}])[0],
+            rmse=row.get("rmse"),
+            run=row.get("model", ""),
+        )
         for row in results
-    ]  # fmt: skip
+    ]
     challenger = next((r for r in trial_results if r.index == best_index), None) or sweep.TrialResult(
         index=best_index, params={}, rmse=best_model.metadata.get("rmse"), run=best_model.uri
     )
@@ -456,9 +548,13 @@ def run_champion(
     Path(report.path).parent.mkdir(parents=True, exist_ok=True)
     Path(report.path).write_text(
         sweep.decision_markdown(
-            decision, champion=champion, challenger=challenger, compared_rows=len(sample.instances),
-            results=trial_results, endpoint_name=endpoint_name,
-        )  # fmt: skip
+            decision,
+            champion=champion,
+            challenger=challenger,
+            compared_rows=len(sample.instances),
+            results=trial_results,
+            endpoint_name=endpoint_name,
+        )
     )
     metrics.log_metric("challenger_rmse", decision.challenger_rmse)
     if decision.champion_rmse is not None:
@@ -466,5 +562,8 @@ def run_champion(
     metrics.log_metric("deploy", 1 if decision.deploy else 0)
     report.metadata.update(decision.as_dict())
     log.info("champion/challenger: %s", decision.reason)
-    return decision.verdict, {**decision.as_dict(), "compared_rows": len(sample.instances),
-                              "champion": champion.description}
+    return decision.verdict, {
+        **decision.as_dict(),
+        "compared_rows": len(sample.instances),
+        "champion": champion.description,
+    }

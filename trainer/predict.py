@@ -106,10 +106,20 @@ def run_endpoint(url: str, instances_path: str | Path, *, batch_size: int = 100,
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trainer.predict", description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", "--model_dir", dest="model_dir", required=True,
-                        help="a SavedModel, or an export/exporter folder (newest export used)")  # fmt: skip
-    parser.add_argument("--json-instances", "--json_instances", dest="json_instances", required=True,
-                        help="one JSON instance per line, or a single JSON object")  # fmt: skip
+    parser.add_argument(
+        "--model-dir",
+        "--model_dir",
+        dest="model_dir",
+        required=True,
+        help="a SavedModel, or an export/exporter folder (newest export used)",
+    )
+    parser.add_argument(
+        "--json-instances",
+        "--json_instances",
+        dest="json_instances",
+        required=True,
+        help="one JSON instance per line, or a single JSON object",
+    )
     try:
         args = parser.parse_args(list(argv) if argv is not None else None)
     except SystemExit as exc:

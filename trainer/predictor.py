@@ -84,9 +84,7 @@ def find_saved_model(model_dir: str | Path) -> Path:
         if not exporter.is_dir():
             continue
         # Hidden names are exports still being written (".<timestamp>.tmp").
-        versions = [
-            p for p in exporter.iterdir() if p.is_dir() and not p.name.startswith(".") and _is_saved_model(p)
-        ]
+        versions = [p for p in exporter.iterdir() if p.is_dir() and not p.name.startswith(".") and _is_saved_model(p)]
         if versions:
             # Timestamp names sort numerically; non-numeric names after them, by name.
             return max(versions, key=lambda p: (p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
@@ -146,7 +144,7 @@ class Predictor:
 
     # ---------------------------------------------------------------- loading
     @classmethod
-    def load(cls, model_dir: str | Path, warm_up: bool = True) -> "Predictor":
+    def load(cls, model_dir: str | Path, warm_up: bool = True) -> Predictor:
         """Load the newest SavedModel under ``model_dir`` (see :func:`find_saved_model`)."""
         import tensorflow as tf
 
@@ -159,9 +157,7 @@ class Predictor:
             raise ModelLoadError(f"{path}: cannot load SavedModel: {exc}") from exc
         signatures = getattr(module, "signatures", {})
         if SIGNATURE_NAME not in signatures:
-            raise ModelLoadError(
-                f"{path}: no {SIGNATURE_NAME!r} signature (has {sorted(signatures)})"
-            )
+            raise ModelLoadError(f"{path}: no {SIGNATURE_NAME!r} signature (has {sorted(signatures)})")
         signature = signatures[SIGNATURE_NAME]
         args, kwargs = signature.structured_input_signature
         if args or not kwargs:
@@ -210,7 +206,10 @@ class Predictor:
         predictor.loaded_at = time.time()
         log.info(
             "loaded %s (layout %s, version %s) in %.2f s",
-            path, layout_name, predictor.version, predictor.load_seconds,
+            path,
+            layout_name,
+            predictor.version,
+            predictor.load_seconds,
         )
         return predictor
 
@@ -266,11 +265,8 @@ class Predictor:
         columns: dict[str, list] = {f.name: [] for f in self.input_fields}
         checks = [(f.name, f.kind, columns[f.name].append) for f in self.input_fields]
         for index, instance in enumerate(instances):
-            if type(instance) is not dict:
-                if not isinstance(instance, Mapping):
-                    raise InstanceError(
-                        index, None, f"expected a JSON object of fields, got {json_type(instance)}"
-                    )
+            if type(instance) is not dict and not isinstance(instance, Mapping):
+                raise InstanceError(index, None, f"expected a JSON object of fields, got {json_type(instance)}")
             if instance.keys() != names:
                 _raise_key_mismatch(index, instance, names, self.input_fields)
             for name, kind, append in checks:
@@ -290,9 +286,7 @@ class Predictor:
                         except UnicodeEncodeError:
                             raise InstanceError(index, name, "not valid Unicode text") from None
                     append(value)
-        return {
-            f.name: np.array(columns[f.name], dtype=f.np_dtype) for f in self.input_fields
-        }
+        return {f.name: np.array(columns[f.name], dtype=f.np_dtype) for f in self.input_fields}
 
     def predict_columns(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         """One signature call on already-validated columns; returns the fares as float32."""
@@ -309,9 +303,7 @@ class Predictor:
         columns = self.to_columns(instances)
         fares = self.predict_columns(columns)
         if fares.shape[0] != len(instances):
-            raise ModelLoadError(
-                f"{self.path}: model returned {fares.shape[0]} values for {len(instances)} instances"
-            )
+            raise ModelLoadError(f"{self.path}: model returned {fares.shape[0]} values for {len(instances)} instances")
         return fares.tolist()
 
 
@@ -380,9 +372,7 @@ def _check_int(index: int, name: str, value: Any) -> int:
 
 def _check_datetime(index: int, name: str, value: Any) -> str:
     if type(value) is not str:
-        raise InstanceError(
-            index, name, f"expected a string like '2011-01-28 20:42:59 UTC', got {json_type(value)}"
-        )
+        raise InstanceError(index, name, f"expected a string like '2011-01-28 20:42:59 UTC', got {json_type(value)}")
     if _DATETIME_RE.match(value):
         try:
             datetime.fromisoformat(value[:19])
@@ -392,8 +382,6 @@ def _check_datetime(index: int, name: str, value: Any) -> str:
     try:
         parsed = schema.parse_datetime(value)
     except ValueError:
-        raise InstanceError(
-            index, name, f"{value[:60]!r} is not a time like '2011-01-28 20:42:59 UTC'"
-        ) from None
+        raise InstanceError(index, name, f"{value[:60]!r} is not a time like '2011-01-28 20:42:59 UTC'") from None
     # Lenient spellings strptime accepts (single-digit month, padding) reach the graph canonical.
     return parsed.strftime(schema.DATETIME_FORMAT)

@@ -10,8 +10,8 @@ import math
 import matplotlib
 
 matplotlib.use("Agg")  # no display in pipeline tasks
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 EARTH_RADIUS_KM = 6371.0088
 DISTANCE_BINS_KM = (0, 1, 2, 3, 5, 8, 12, 20, 30, 1000)
@@ -92,8 +92,7 @@ def evaluation_html(
         for k, v in (metrics or {"rmse": round(rmse, 4)}).items()
     )
     bin_rows = "".join(
-        f"<tr><td>{b['distance']}</td><td>{b['trips']}</td><td>{b['rmse']:.2f}</td>"
-        f"<td>{b['mean_error']:+.2f}</td></tr>"
+        f"<tr><td>{b['distance']}</td><td>{b['trips']}</td><td>{b['rmse']:.2f}</td><td>{b['mean_error']:+.2f}</td></tr>"
         for b in bins
     )
     return f"""<!doctype html>

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 LABEL = "fare_amount"
 KEY = "key"
@@ -154,14 +154,12 @@ def detect_layout(first_line: str, source: str = "<input>") -> tuple[Layout, boo
     for layout in LAYOUTS.values():
         if len(fields) == len(layout.columns):
             return layout, False
-    raise LayoutError(
-        f"{source}: line 1: {len(fields)} columns; expected 7 (lab layout) or 8 (dated layout)"
-    )
+    raise LayoutError(f"{source}: line 1: {len(fields)} columns; expected 7 (lab layout) or 8 (dated layout)")
 
 
 def parse_datetime(text: str) -> datetime:
     """Parse the course's pickup time ('2011-01-28 20:42:59 UTC')."""
-    return datetime.strptime(text.strip(), DATETIME_FORMAT).replace(tzinfo=timezone.utc)
+    return datetime.strptime(text.strip(), DATETIME_FORMAT).replace(tzinfo=UTC)
 
 
 def check_row(fields: list[str], layout: Layout) -> tuple[str | None, str]:

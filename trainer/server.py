@@ -97,7 +97,7 @@ class Routes:
     metadata: tuple[str, ...] = METADATA_ROUTES
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Routes":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Routes:
         env = os.environ if env is None else env
         predict = env.get("AIP_PREDICT_ROUTE") or DEFAULT_PREDICT_ROUTE
         return cls(
@@ -152,12 +152,10 @@ class _Batcher:
             if len(items) == 1:
                 columns = items[0][0]
             else:
-                columns = {
-                    name: np.concatenate([item[0][name] for item in items]) for name in items[0][0]
-                }
+                columns = {name: np.concatenate([item[0][name] for item in items]) for name in items[0][0]}
             try:
                 fares = await loop.run_in_executor(self.executor, self.model.predict_columns, columns)
-            except Exception as exc:  # a model failure: every waiting request gets a 500
+            except Exception as exc:  # noqa: BLE001 — a model failure: every waiting request gets a 500
                 for _, _, future in items:
                     if not future.done():
                         future.set_exception(exc)
@@ -251,7 +249,7 @@ class PredictionApp:
         loop = asyncio.get_running_loop()
         try:
             model = await loop.run_in_executor(None, self._load)
-        except Exception as exc:  # any load failure is reported by health and ends the server
+        except Exception as exc:  # noqa: BLE001 — any load failure is reported by health and ends the server
             self.state.status = "failed"
             self.state.error = f"{type(exc).__name__}: {exc}"
             log.error("cannot load model %s: %s", self.state.model_uri, self.state.error)
@@ -496,8 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model-dir",
         default=os.environ.get("AIP_STORAGE_URI"),
-        help="SavedModel, export/exporter folder or training output dir; local or gs:// "
-        "(default $AIP_STORAGE_URI)",
+        help="SavedModel, export/exporter folder or training output dir; local or gs:// (default $AIP_STORAGE_URI)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument(
@@ -510,9 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=MODES, default="batch")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.model_dir:
         parser.error("--model-dir is required when AIP_STORAGE_URI is not set")
     return serve(args.model_dir, host=args.host, port=args.port, mode=args.mode, port_file=args.port_file)
@@ -550,7 +545,7 @@ class ServerProcess:
     def stop(self, timeout_s: float = 10.0) -> int | None:
         return stop_server(self.process if self.process is not None else self.pid, timeout_s=timeout_s)
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -593,10 +588,20 @@ def start_server(
     full_env = {**os.environ, **(env or {})}
     routes = Routes.from_env(full_env)
     command = [
-        sys.executable, "-m", "trainer.server",
-        "--model-dir", str(model_uri), "--host", host, "--port", str(port),
-        "--port-file", str(port_file), "--mode", mode,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "trainer.server",
+        "--model-dir",
+        str(model_uri),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--port-file",
+        str(port_file),
+        "--mode",
+        mode,
+    ]
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(
             command,

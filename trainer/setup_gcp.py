@@ -20,8 +20,8 @@ from __future__ import annotations
 import logging
 import shlex
 import subprocess
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from trainer.config import Settings, check_service_account
 
@@ -87,51 +87,183 @@ def plan(
     agent = f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-aiplatform.iam.gserviceaccount.com"
     p = ["--project", project]
     steps = [
-        Step("enable the Vertex AI, Cloud Storage and Artifact Registry APIs",
-             ["gcloud", "services", "enable", "aiplatform.googleapis.com", "storage.googleapis.com",
-              "artifactregistry.googleapis.com", *p]),
-        Step("look up the project number (names the Vertex AI service agent)",
-             ["gcloud", "projects", "describe", project, "--format=value(projectNumber)"], capture="PROJECT_NUMBER"),
-        Step(f"create the ML bucket {bucket} in {region}",
-             ["gcloud", "storage", "buckets", "create", bucket, *p, f"--location={region}",
-              "--uniform-bucket-level-access", "--public-access-prevention"],
-             exists=["gcloud", "storage", "buckets", "describe", bucket, *p, "--format=value(name)"]),
-        Step(f"create the Docker repository {repository} in {region} for the project image",
-             ["gcloud", "artifacts", "repositories", "create", repository, "--repository-format=docker",
-              f"--location={region}", *p],
-             exists=["gcloud", "artifacts", "repositories", "describe", repository, f"--location={region}", *p]),
-        Step(f"create the pipelines service account {account}",
-             ["gcloud", "iam", "service-accounts", "create", account.split("@")[0],
-              "--display-name=taxifare pipelines", *p],
-             exists=["gcloud", "iam", "service-accounts", "describe", account, *p]),
+        Step(
+            "enable the Vertex AI, Cloud Storage and Artifact Registry APIs",
+            [
+                "gcloud",
+                "services",
+                "enable",
+                "aiplatform.googleapis.com",
+                "storage.googleapis.com",
+                "artifactregistry.googleapis.com",
+                *p,
+            ],
+        ),
+        Step(
+            "look up the project number (names the Vertex AI service agent)",
+            ["gcloud", "projects", "describe", project, "--format=value(projectNumber)"],
+            capture="PROJECT_NUMBER",
+        ),
+        Step(
+            f"create the ML bucket {bucket} in {region}",
+            [
+                "gcloud",
+                "storage",
+                "buckets",
+                "create",
+                bucket,
+                *p,
+                f"--location={region}",
+                "--uniform-bucket-level-access",
+                "--public-access-prevention",
+            ],
+            exists=["gcloud", "storage", "buckets", "describe", bucket, *p, "--format=value(name)"],
+        ),
+        Step(
+            f"create the Docker repository {repository} in {region} for the project image",
+            [
+                "gcloud",
+                "artifacts",
+                "repositories",
+                "create",
+                repository,
+                "--repository-format=docker",
+                f"--location={region}",
+                *p,
+            ],
+            exists=["gcloud", "artifacts", "repositories", "describe", repository, f"--location={region}", *p],
+        ),
+        Step(
+            f"create the pipelines service account {account}",
+            [
+                "gcloud",
+                "iam",
+                "service-accounts",
+                "create",
+                account.split("@")[0],
+                "--display-name=taxifare pipelines",
+                *p,
+            ],
+            exists=["gcloud", "iam", "service-accounts", "describe", account, *p],
+        ),
     ]
     for role in BUCKET_ROLES:
-        steps.append(Step(f"grant {role} on {bucket} only", [
-            "gcloud", "storage", "buckets", "add-iam-policy-binding", bucket, f"--member={member}", f"--role={role}"],
-            tags={"bucket-binding"}))
+        steps.append(
+            Step(
+                f"grant {role} on {bucket} only",
+                [
+                    "gcloud",
+                    "storage",
+                    "buckets",
+                    "add-iam-policy-binding",
+                    bucket,
+                    f"--member={member}",
+                    f"--role={role}",
+                ],
+                tags={"bucket-binding"},
+            )
+        )
     for role in PROJECT_ROLES:
-        steps.append(Step(f"grant {role} on the project", [
-            "gcloud", "projects", "add-iam-policy-binding", project, f"--member={member}", f"--role={role}",
-            "--condition=None"], tags={"project-binding"}))
-    steps.append(Step("let the account act as itself (pipeline tasks start jobs as the same account)", [
-        "gcloud", "iam", "service-accounts", "add-iam-policy-binding", account, f"--member={member}",
-        "--role=roles/iam.serviceAccountUser", *p]))
+        steps.append(
+            Step(
+                f"grant {role} on the project",
+                [
+                    "gcloud",
+                    "projects",
+                    "add-iam-policy-binding",
+                    project,
+                    f"--member={member}",
+                    f"--role={role}",
+                    "--condition=None",
+                ],
+                tags={"project-binding"},
+            )
+        )
+    steps.append(
+        Step(
+            "let the account act as itself (pipeline tasks start jobs as the same account)",
+            [
+                "gcloud",
+                "iam",
+                "service-accounts",
+                "add-iam-policy-binding",
+                account,
+                f"--member={member}",
+                "--role=roles/iam.serviceAccountUser",
+                *p,
+            ],
+        )
+    )
     if submitter:
-        steps.append(Step(f"let {submitter} submit runs as the account", [
-            "gcloud", "iam", "service-accounts", "add-iam-policy-binding", account, f"--member={submitter}",
-            "--role=roles/iam.serviceAccountUser", *p]))
-    steps.append(Step("grant the account read access to the image repository", [
-        "gcloud", "artifacts", "repositories", "add-iam-policy-binding", repository, f"--location={region}",
-        f"--member={member}", "--role=roles/artifactregistry.reader", *p]))
-    steps.append(Step("make sure the Vertex AI service agent exists", [
-        "gcloud", "beta", "services", "identity", "create", "--service=aiplatform.googleapis.com", *p]))
+        steps.append(
+            Step(
+                f"let {submitter} submit runs as the account",
+                [
+                    "gcloud",
+                    "iam",
+                    "service-accounts",
+                    "add-iam-policy-binding",
+                    account,
+                    f"--member={submitter}",
+                    "--role=roles/iam.serviceAccountUser",
+                    *p,
+                ],
+            )
+        )
+    steps.append(
+        Step(
+            "grant the account read access to the image repository",
+            [
+                "gcloud",
+                "artifacts",
+                "repositories",
+                "add-iam-policy-binding",
+                repository,
+                f"--location={region}",
+                f"--member={member}",
+                "--role=roles/artifactregistry.reader",
+                *p,
+            ],
+        )
+    )
+    steps.append(
+        Step(
+            "make sure the Vertex AI service agent exists",
+            ["gcloud", "beta", "services", "identity", "create", "--service=aiplatform.googleapis.com", *p],
+        )
+    )
     for role in SERVICE_AGENT_BUCKET_ROLES:
-        steps.append(Step(f"let the Vertex AI service agent read {bucket} (model artifacts)", [
-            "gcloud", "storage", "buckets", "add-iam-policy-binding", bucket, f"--member={agent}", f"--role={role}"],
-            tags={"bucket-binding"}))
-    steps.append(Step("let the Vertex AI service agent pull the serving image", [
-        "gcloud", "artifacts", "repositories", "add-iam-policy-binding", repository, f"--location={region}",
-        f"--member={agent}", "--role=roles/artifactregistry.reader", *p]))
+        steps.append(
+            Step(
+                f"let the Vertex AI service agent read {bucket} (model artifacts)",
+                [
+                    "gcloud",
+                    "storage",
+                    "buckets",
+                    "add-iam-policy-binding",
+                    bucket,
+                    f"--member={agent}",
+                    f"--role={role}",
+                ],
+                tags={"bucket-binding"},
+            )
+        )
+    steps.append(
+        Step(
+            "let the Vertex AI service agent pull the serving image",
+            [
+                "gcloud",
+                "artifacts",
+                "repositories",
+                "add-iam-policy-binding",
+                repository,
+                f"--location={region}",
+                f"--member={agent}",
+                "--role=roles/artifactregistry.reader",
+                *p,
+            ],
+        )
+    )
     return steps
 
 

@@ -100,10 +100,7 @@ def validate_bucket_name(name: str) -> str:
     elif not 3 <= len(name) <= 63:
         raise bad(f"{len(name)} characters; expected 3-63")
     if not _BUCKET_CHARS.match(name):
-        raise bad(
-            "use only lowercase letters, digits, '-', '_' and '.', "
-            "starting and ending with a letter or digit"
-        )
+        raise bad("use only lowercase letters, digits, '-', '_' and '.', starting and ending with a letter or digit")
     if ".." in name or ".-" in name or "-." in name:
         raise bad("no '..', '.-' or '-.' sequences")
     try:
@@ -232,15 +229,11 @@ def translate_error(exc: BaseException, uri: str) -> StorageError:
     cause = _root_cause(exc)
     if _is_connection_error(cause):
         reason = "connection refused" if "refused" in str(cause).lower() else first_line(cause)
-        return StoreUnreachable(
-            f"cannot reach the storage service at {_store_host()} ({reason}) while accessing {uri}"
-        )
+        return StoreUnreachable(f"cannot reach the storage service at {_store_host()} ({reason}) while accessing {uri}")
     if isinstance(cause, gexc.RetryError):
         return StoreUnreachable(f"storage at {_store_host()} kept failing for {uri}: {first_line(cause)}")
     if isinstance(cause, (gexc.Forbidden, gexc.Unauthorized)):
-        return StoragePermissionDenied(
-            f"permission denied on {uri} ({cause.code}): {short_message(cause)}"
-        )
+        return StoragePermissionDenied(f"permission denied on {uri} ({cause.code}): {short_message(cause)}")
     if isinstance(cause, gexc.NotFound):
         return ObjectNotFound(f"not found: {uri}")
     if isinstance(cause, gexc.PreconditionFailed):
@@ -477,8 +470,7 @@ def _copy_local(src, dst, size, crc, skip_if_same, overwrite, start) -> UploadRe
             return UploadResult(str(src), str(dst), size, crc, "skipped")
         if dst_crc != crc and not overwrite:
             raise ObjectConflict(
-                f"{dst} already exists with different content (crc32c {dst_crc}, "
-                f"source {crc}); not overwriting it"
+                f"{dst} already exists with different content (crc32c {dst_crc}, source {crc}); not overwriting it"
             )
         action = "overwritten"
     else:
@@ -571,8 +563,7 @@ def list_blobs(prefix_uri: str | os.PathLike) -> list[str]:
 
     def _list() -> list[str]:
         return sorted(
-            f"gs://{bucket}/{blob.name}"
-            for blob in client().list_blobs(bucket, prefix=prefix or None, retry=_retry())
+            f"gs://{bucket}/{blob.name}" for blob in client().list_blobs(bucket, prefix=prefix or None, retry=_retry())
         )
 
     return _call(prefix_uri, _list)
@@ -638,9 +629,7 @@ def upload_dir(
     ]
 
 
-def download_dir(
-    prefix_uri: str | os.PathLike, local_dir: str | os.PathLike, *, progress: bool = False
-) -> list[Path]:
+def download_dir(prefix_uri: str | os.PathLike, local_dir: str | os.PathLike, *, progress: bool = False) -> list[Path]:
     """Download every object under ``prefix_uri`` into ``local_dir`` keeping relative names."""
     prefix_uri, local_dir = str(prefix_uri), Path(local_dir)
     base = prefix_uri.rstrip("/") + "/"
@@ -649,9 +638,7 @@ def download_dir(
         raise ObjectNotFound(f"nothing found under {prefix_uri}")
     paths = []
     for uri in found:
-        rel = (
-            uri[len(base) :] if is_gcs(prefix_uri) else Path(uri).relative_to(prefix_uri).as_posix()
-        )
+        rel = uri[len(base) :] if is_gcs(prefix_uri) else Path(uri).relative_to(prefix_uri).as_posix()
         if not rel or rel.endswith("/"):
             continue  # "directory placeholder" objects
         paths.append(download_file(uri, local_dir / rel, progress=progress))

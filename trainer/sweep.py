@@ -34,8 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr, ValidationError
-from pydantic import create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr, ValidationError, create_model
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +137,15 @@ TRAINER_FLAGS = {
 
 def tuner_parameters() -> dict[str, tuple[Any, Any]]:
     """name → (type, default) of what a hyperparameter-tuning grid may name (the trainer's knobs)."""
-    kinds = {"hidden_units": str, "learning_rate": float, "batch_size": int, "train_steps": int,
-             "embedding_dim": int, "towers": int, "seed": int}
+    kinds = {
+        "hidden_units": str,
+        "learning_rate": float,
+        "batch_size": int,
+        "train_steps": int,
+        "embedding_dim": int,
+        "towers": int,
+        "seed": int,
+    }
     return {name: (kinds[name], HyperParams.model_fields[name].default) for name in HPARAM_NAMES}
 
 
@@ -151,8 +157,10 @@ def parse_trials(trials: Sequence[Mapping[str, Any]], *, seed: int | None = None
     Raises SweepError naming the set (by position) and the field for the first bad set.
     """
     if not isinstance(trials, (list, tuple)) or not trials:
-        raise SweepError("no hyperparameter sets: expected a non-empty list of dicts like "
-                         '{"hidden_units": "64 32", "learning_rate": 0.003, "batch_size": 512, "train_steps": 3000}')
+        raise SweepError(
+            "no hyperparameter sets: expected a non-empty list of dicts like "
+            '{"hidden_units": "64 32", "learning_rate": 0.003, "batch_size": 512, "train_steps": 3000}'
+        )
     checked = []
     for index, trial in enumerate(trials):
         if not isinstance(trial, Mapping):
@@ -231,14 +239,18 @@ def parse_grid(
     if data is None or (isinstance(data, Mapping) and not data):
         if allow_empty:
             return Grid({}, source)
-        raise SweepError(f"{source}: the grid is empty; map pipeline parameters to lists of values, "
-                         f"e.g. `train_steps: [500, 1000]` (parameters: {valid})")
+        raise SweepError(
+            f"{source}: the grid is empty; map pipeline parameters to lists of values, "
+            f"e.g. `train_steps: [500, 1000]` (parameters: {valid})"
+        )
     if not isinstance(data, Mapping):
         raise SweepError(f"{source}: expected a mapping of parameter → list of values, got {type(data).__name__}")
     unknown = [name for name in data if name not in parameters]
     if unknown:
-        raise SweepError(f"{source}: unknown parameter{'s' if len(unknown) > 1 else ''} "
-                         f"{', '.join(repr(str(n)) for n in unknown)}; valid names: {valid}")
+        raise SweepError(
+            f"{source}: unknown parameter{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(repr(str(n)) for n in unknown)}; valid names: {valid}"
+        )
     for name, values in data.items():
         if not isinstance(values, list):
             raise SweepError(f"{source}: {name}: expected a list of values, got {type(values).__name__} {values!r}")
@@ -345,11 +357,15 @@ def decide(challenger_rmse: float, champion_rmse: float | None, min_improvement:
     threshold = champion_rmse - min_improvement
     # a hair of tolerance so that an improvement of exactly min_improvement counts despite rounding
     if challenger_rmse <= threshold + 1e-9 * max(1.0, champion_rmse):
-        reason = (f"challenger RMSE {challenger_rmse:.4f} ≤ champion {champion_rmse:.4f} − {min_improvement:g} "
-                  f"= {threshold:.4f}: deploy the challenger")
+        reason = (
+            f"challenger RMSE {challenger_rmse:.4f} ≤ champion {champion_rmse:.4f} − {min_improvement:g} "
+            f"= {threshold:.4f}: deploy the challenger"
+        )
         return Decision(True, challenger_rmse, champion_rmse, min_improvement, reason)
-    reason = (f"challenger RMSE {challenger_rmse:.4f} > champion {champion_rmse:.4f} − {min_improvement:g} "
-              f"= {threshold:.4f}: keep the champion")
+    reason = (
+        f"challenger RMSE {challenger_rmse:.4f} > champion {champion_rmse:.4f} − {min_improvement:g} "
+        f"= {threshold:.4f}: keep the champion"
+    )
     return Decision(False, challenger_rmse, champion_rmse, min_improvement, reason)
 
 
@@ -389,8 +405,7 @@ def measure_champion(
         endpoint = vertex.find_endpoint(endpoint_name, project, region)
         if endpoint is None or not endpoint.gca_resource.deployed_models:
             return Champion(None, f"no Vertex AI endpoint named {endpoint_name!r} serves a model")
-        fares = vertex.predict(endpoint.resource_name, instances, batch_size=batch_size, project=project,
-                               region=region)
+        fares = vertex.predict(endpoint.resource_name, instances, batch_size=batch_size, project=project, region=region)
         deployed = endpoint.gca_resource.deployed_models[0]
         return Champion(client.rmse(fares, labels), f"Vertex AI endpoint {endpoint.resource_name}", deployed.model)
     raise SweepError(f"target={target!r}: expected local or vertex")
@@ -456,17 +471,19 @@ def write_results_csv(results: Sequence[TrialResult], path: str | os.PathLike, p
         writer = csv.writer(out)
         writer.writerow(["rank", "index", *param_names, METRIC, *metric_names, "status", "wall_s", "run", "error"])
         for position, result in enumerate(ranked, start=1):
-            writer.writerow([
-                position if result.ok else "",
-                result.index,
-                *(_cell(result.params.get(n)) for n in param_names),
-                "" if result.rmse is None else repr(float(result.rmse)),
-                *(_cell(result.metrics.get(n)) for n in metric_names),
-                result.status,
-                "" if result.wall_s is None else f"{result.wall_s:.2f}",
-                result.run,
-                result.error,
-            ])  # fmt: skip
+            writer.writerow(
+                [
+                    position if result.ok else "",
+                    result.index,
+                    *(_cell(result.params.get(n)) for n in param_names),
+                    "" if result.rmse is None else repr(float(result.rmse)),
+                    *(_cell(result.metrics.get(n)) for n in metric_names),
+                    result.status,
+                    "" if result.wall_s is None else f"{result.wall_s:.2f}",
+                    result.run,
+                    result.error,
+                ]
+            )
     return path
 
 
@@ -479,8 +496,12 @@ def _numeric(values: Sequence[Any]) -> bool:
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
-def plot_rmse(results: Sequence[TrialResult], path: str | os.PathLike, param_names: Sequence[str],
-              title: str = "taxifare sweep: validation RMSE") -> Path:
+def plot_rmse(
+    results: Sequence[TrialResult],
+    path: str | os.PathLike,
+    param_names: Sequence[str],
+    title: str = "taxifare sweep: validation RMSE",
+) -> Path:
     """PNG with one panel per swept parameter: RMSE of every successful point against its value."""
     import matplotlib
 
@@ -515,8 +536,13 @@ def plot_rmse(results: Sequence[TrialResult], path: str | os.PathLike, param_nam
         for key, pairs in groups.items():
             if len(pairs) > 1:
                 pairs.sort()
-                ax.plot([x for x, _ in pairs], [y for _, y in pairs], alpha=0.6, zorder=1,
-                        label=key if len(groups) <= 6 and key else None)
+                ax.plot(
+                    [x for x, _ in pairs],
+                    [y for _, y in pairs],
+                    alpha=0.6,
+                    zorder=1,
+                    label=key if len(groups) <= 6 and key else None,
+                )
         if best is not None:
             index = good.index(best)
             ax.scatter([xs[index]], [rmses[index]], color="tab:red", s=80, zorder=3, label="best")
@@ -613,7 +639,7 @@ def report_hypertune_metric(rmse: float, *, global_step: int | None = None, tag:
 
 def fuse_path(uri: str) -> str:
     """gs://bucket/x → /gcs/bucket/x (Cloud Storage FUSE in Vertex jobs); other paths unchanged."""
-    return "/gcs/" + uri[len("gs://"):] if uri.startswith("gs://") else uri
+    return "/gcs/" + uri[len("gs://") :] if uri.startswith("gs://") else uri
 
 
 def _replace_flag(argv: list[str], flag: str, value: str) -> list[str]:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -76,12 +76,34 @@ LOCAL_TRIP_SD = 0.012  # degrees
 PASSENGER_PROBS = (0.70, 0.14, 0.04, 0.02, 0.07, 0.03)
 # Relative trip counts per hour of day (quiet before dawn, busy evenings).
 HOUR_WEIGHTS = (
-    4.0, 3.0, 2.2, 1.6, 1.2, 1.0, 1.8, 3.2, 4.2, 4.4, 4.2, 4.4,
-    4.7, 4.7, 4.9, 4.8, 4.3, 5.0, 6.0, 6.3, 5.9, 5.8, 5.6, 4.9,
-)  # fmt: skip
-FIRST_DAY = datetime(2009, 1, 1, tzinfo=timezone.utc)
-LAST_DAY = datetime(2015, 6, 30, tzinfo=timezone.utc)
-TARIFF_CHANGE = datetime(2012, 9, 4, tzinfo=timezone.utc)
+    4.0,
+    3.0,
+    2.2,
+    1.6,
+    1.2,
+    1.0,
+    1.8,
+    3.2,
+    4.2,
+    4.4,
+    4.2,
+    4.4,
+    4.7,
+    4.7,
+    4.9,
+    4.8,
+    4.3,
+    5.0,
+    6.0,
+    6.3,
+    5.9,
+    5.8,
+    5.6,
+    4.9,
+)
+FIRST_DAY = datetime(2009, 1, 1, tzinfo=UTC)
+LAST_DAY = datetime(2015, 6, 30, tzinfo=UTC)
+TARIFF_CHANGE = datetime(2012, 9, 4, tzinfo=UTC)
 
 
 def haversine_km(lon1, lat1, lon2, lat2):

@@ -24,9 +24,9 @@ def _hidden_units(text: str) -> list[int]:
     try:
         units = [int(u) for u in text.replace(",", " ").split()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected layer sizes like \"128 32 4\"") from None
+        raise argparse.ArgumentTypeError(f'{text!r}: expected layer sizes like "128 32 4"') from None
     if not units or any(u <= 0 for u in units):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected positive layer sizes like \"128 32 4\"")
+        raise argparse.ArgumentTypeError(f'{text!r}: expected positive layer sizes like "128 32 4"')
     return units
 
 
@@ -70,24 +70,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train_steps", type=_positive_int, default=model.DEFAULT_TRAIN_STEPS, help="training batches")
     p.add_argument("--train_batch_size", type=_positive_int, default=model.DEFAULT_BATCH_SIZE)
     p.add_argument(
-        "--hidden_units", type=_hidden_units, default=list(model.DEFAULT_HIDDEN_UNITS),
+        "--hidden_units",
+        type=_hidden_units,
+        default=list(model.DEFAULT_HIDDEN_UNITS),
         help='hidden layer sizes, e.g. "128 32 4"',
-    )  # fmt: skip
+    )
     p.add_argument("--learning_rate", type=_positive_float, default=model.DEFAULT_LEARNING_RATE)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--embedding_dim", type=_non_negative_int, default=model.DEFAULT_EMBEDDING_DIM,
+        "--embedding_dim",
+        type=_non_negative_int,
+        default=model.DEFAULT_EMBEDDING_DIM,
         help="feature switch: size of the learned pickup/dropoff grid-cell embeddings (0 = off)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--towers", type=_positive_int, default=model.DEFAULT_TOWERS,
+        "--towers",
+        type=_positive_int,
+        default=model.DEFAULT_TOWERS,
         help="independently trained DNN heads whose fares are averaged (1 = a single DNN)",
-    )  # fmt: skip
+    )
     p.add_argument("--layout", choices=("auto", *schema.LAYOUTS), default="auto")
     p.add_argument(
-        "--eval_steps", type=_positive_int, default=None,
+        "--eval_steps",
+        type=_positive_int,
+        default=None,
         help="evaluate on this many batches of 4096 rows (default: the whole evaluation data)",
-    )  # fmt: skip
+    )
     p.add_argument("--job-dir", "--job_dir", dest="job_dir", default=None, help="accepted and ignored (gcloud)")
     return p
 

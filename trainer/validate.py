@@ -147,7 +147,7 @@ def classify_line(raw: bytes, layout: schema.Layout) -> tuple[str | None, str]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return schema.REASON_BINARY, f"not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})"
+        return schema.REASON_BINARY, f"not UTF-8 text (byte {exc.start}: {raw[exc.start : exc.start + 1]!r})"
     text = text.rstrip("\r\n")
     control = _CONTROL.search(text)
     if control:
@@ -209,8 +209,7 @@ def check_file(
     rows = lines - header - blank
     if clean + quarantined != rows:
         raise InvariantError(
-            f"{path}: {lines} lines but {clean} clean + {quarantined} quarantined + {header} header "
-            f"+ {blank} blank"
+            f"{path}: {lines} lines but {clean} clean + {quarantined} quarantined + {header} header + {blank} blank"
         )
     with open(clean_path, "rb") as written:
         written_lines = sum(1 for _ in written)
@@ -299,14 +298,21 @@ def smoke_run(
     valid_rows = _head(clean_valid, work_dir / "valid.csv", rows)
     output_dir = work_dir / "model"
     argv = [
-        "--train_data_paths", str(work_dir / "train.csv"),
-        "--eval_data_paths", str(work_dir / "valid.csv"),
-        "--output_dir", str(output_dir),
-        "--train_steps", str(steps),
-        "--train_batch_size", str(batch_size),
-        "--layout", layout.name,
-        "--eval_steps", "1",
-    ]  # fmt: skip
+        "--train_data_paths",
+        str(work_dir / "train.csv"),
+        "--eval_data_paths",
+        str(work_dir / "valid.csv"),
+        "--output_dir",
+        str(output_dir),
+        "--train_steps",
+        str(steps),
+        "--train_batch_size",
+        str(batch_size),
+        "--layout",
+        layout.name,
+        "--eval_steps",
+        "1",
+    ]
     code = task.main(argv)
     if code != 0:
         raise ValidationError(f"smoke run: the trainer exited with code {code} ({' '.join(argv)})")
@@ -437,17 +443,12 @@ def validate(
     for name, path in paths.items():
         for produced in (out / f"{n}.csv" for n in SPLITS):
             if produced.exists() and produced.samefile(path):
-                raise ValueError(
-                    f"out_dir {out} would overwrite the {name} input {path}: use another directory"
-                )
+                raise ValueError(f"out_dir {out} would overwrite the {name} input {path}: use another directory")
     lay = _resolve_layout(paths["train"], paths["valid"], layout)
 
     quarantine_path = out / QUARANTINE_NAME
     with open(quarantine_path, "w") as quarantine:
-        reports = {
-            name: check_file(path, out / f"{name}.csv", quarantine, lay, name)
-            for name, path in paths.items()
-        }
+        reports = {name: check_file(path, out / f"{name}.csv", quarantine, lay, name) for name, path in paths.items()}
     with open(quarantine_path, "rb") as handle:
         if sum(1 for _ in handle) != sum(r.quarantined for r in reports.values()):
             raise InvariantError(f"{quarantine_path}: entry count differs from the quarantined rows")
@@ -474,9 +475,7 @@ def validate(
             smoke_note = f"Failed: {exc}"
 
     report_path = out / REPORT_NAME
-    markdown = render_report(
-        lay, reports, max_bad_fraction, failures, quarantine_path, smoke, smoke_note, where
-    )
+    markdown = render_report(lay, reports, max_bad_fraction, failures, quarantine_path, smoke, smoke_note, where)
     report_path.write_text(markdown)
     result = ValidationResult(
         layout=lay.name,
@@ -495,10 +494,12 @@ def validate(
     for rep in reports.values():
         logger.info(
             "%s: %d rows, %d clean, %d quarantined %s",
-            rep.name, rep.rows, rep.clean, rep.quarantined, rep.reasons or "",
-        )  # fmt: skip
-    if failures:
-        raise ValidationError(
-            "validation failed: " + "; ".join(failures) + f"; quarantined rows: {where}", result
+            rep.name,
+            rep.rows,
+            rep.clean,
+            rep.quarantined,
+            rep.reasons or "",
         )
+    if failures:
+        raise ValidationError("validation failed: " + "; ".join(failures) + f"; quarantined rows: {where}", result)
     return result

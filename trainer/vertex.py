@@ -12,8 +12,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from trainer.config import Settings, load_settings
 
@@ -66,7 +67,7 @@ def init(project: str, region: str, *, settings: Settings | None = None, staging
 def gcs_fuse_path(uri: str) -> str:
     """``gs://bucket/path`` → ``/gcs/bucket/path``: where Vertex mounts the bucket in a job."""
     if uri.startswith("gs://"):
-        return "/gcs/" + uri[len("gs://"):]
+        return "/gcs/" + uri[len("gs://") :]
     return uri
 
 
@@ -86,16 +87,25 @@ def trainer_args(
 ) -> list[str]:
     """The trainer's command line (the lab's flags) with gs:// locations as their /gcs/ mounts."""
     args = [
-        "--train_data_paths", gcs_fuse_path(train_data),
-        "--eval_data_paths", gcs_fuse_path(eval_data),
-        "--output_dir", gcs_fuse_path(output_dir),
-        "--train_steps", str(train_steps),
-        "--train_batch_size", str(batch_size),
-        "--hidden_units", hidden_units,
-        "--learning_rate", str(learning_rate),
-        "--seed", str(seed),
-        "--layout", layout,
-    ]  # fmt: skip
+        "--train_data_paths",
+        gcs_fuse_path(train_data),
+        "--eval_data_paths",
+        gcs_fuse_path(eval_data),
+        "--output_dir",
+        gcs_fuse_path(output_dir),
+        "--train_steps",
+        str(train_steps),
+        "--train_batch_size",
+        str(batch_size),
+        "--hidden_units",
+        hidden_units,
+        "--learning_rate",
+        str(learning_rate),
+        "--seed",
+        str(seed),
+        "--layout",
+        layout,
+    ]
     for name, value in (("embedding_dim", embedding_dim), ("towers", towers)):  # None: the trainer's default
         if value is not None:
             args += [f"--{name}", str(value)]
@@ -233,14 +243,32 @@ def train(
         if not uri.startswith("gs://"):
             raise ValueError(f"{name} must be a gs:// URI a Vertex AI job can read, got {uri!r}")
     settings = settings or load_settings()
-    args = trainer_args(train_data=train_data, eval_data=eval_data, output_dir=output_dir, train_steps=train_steps,
-                        batch_size=batch_size, hidden_units=hidden_units, learning_rate=learning_rate, seed=seed,
-                        embedding_dim=embedding_dim, towers=towers)
+    args = trainer_args(
+        train_data=train_data,
+        eval_data=eval_data,
+        output_dir=output_dir,
+        train_steps=train_steps,
+        batch_size=batch_size,
+        hidden_units=hidden_units,
+        learning_rate=learning_rate,
+        seed=seed,
+        embedding_dim=embedding_dim,
+        towers=towers,
+    )
     return run_custom_job(
-        project=project, region=region, display_name=display_name, args=args,
-        staging_bucket=settings.staging_bucket, base_output_dir=output_dir.rstrip("/") + "/job",
-        machine_type=machine_type, replica_count=replica_count, accelerator_type=accelerator_type,
-        accelerator_count=accelerator_count, labels=labels, poll_interval_s=poll_interval_s, settings=settings,
+        project=project,
+        region=region,
+        display_name=display_name,
+        args=args,
+        staging_bucket=settings.staging_bucket,
+        base_output_dir=output_dir.rstrip("/") + "/job",
+        machine_type=machine_type,
+        replica_count=replica_count,
+        accelerator_type=accelerator_type,
+        accelerator_count=accelerator_count,
+        labels=labels,
+        poll_interval_s=poll_interval_s,
+        settings=settings,
     )
 
 
@@ -288,8 +316,10 @@ def find_model(display_name: str, project: str, region: str):
     from google.cloud import aiplatform
 
     models = aiplatform.Model.list(
-        filter=f"display_name={_quote_filter(display_name)}", order_by="update_time desc",
-        project=project, location=region,
+        filter=f"display_name={_quote_filter(display_name)}",
+        order_by="update_time desc",
+        project=project,
+        location=region,
     )
     return models[0] if models else None
 
@@ -299,8 +329,10 @@ def find_endpoint(display_name: str, project: str, region: str):
     from google.cloud import aiplatform
 
     endpoints = aiplatform.Endpoint.list(
-        filter=f"display_name={_quote_filter(display_name)}", order_by="create_time desc",
-        project=project, location=region,
+        filter=f"display_name={_quote_filter(display_name)}",
+        order_by="create_time desc",
+        project=project,
+        location=region,
     )
     return endpoints[0] if endpoints else None
 
@@ -393,8 +425,12 @@ def deploy_model(
         service_account=service_account or settings.service_account,
         sync=True,
     )
-    log.info("model version %s deployed to %s with %d%% of traffic", model.version_id, endpoint.resource_name,
-             traffic_percentage)
+    log.info(
+        "model version %s deployed to %s with %d%% of traffic",
+        model.version_id,
+        endpoint.resource_name,
+        traffic_percentage,
+    )
     return DeployedModel(
         endpoint_resource_name=endpoint.resource_name,
         endpoint_display_name=endpoint_display_name,

@@ -36,8 +36,9 @@ import tempfile
 import time
 import traceback
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger("pipelines.bench.all")
 
@@ -59,7 +60,11 @@ def _course_files(layout: str, work: Path) -> tuple[Path, Path, str]:
 
     shared = model_bench.course_data_dir()
     if shared is not None:
-        return shared / layout / "taxi-train.csv", shared / layout / "taxi-valid.csv", f"course data ({shared / layout})"
+        return (
+            shared / layout / "taxi-train.csv",
+            shared / layout / "taxi-valid.csv",
+            f"course data ({shared / layout})",
+        )
     # The same synthetic files pipelines.bench.model writes when the course data is absent.
     train = synth.write_csv(work / f"{layout}-train.csv", 8000, layout=layout, seed=1)
     valid = synth.write_csv(work / f"{layout}-valid.csv", 1600, layout=layout, seed=2)
@@ -80,11 +85,16 @@ def bench_quality(work: Path, quick: bool, shared: dict) -> dict:
                 str(train), str(valid), work / f"quick-{layout}", train_steps=QUICK_TRAIN_STEPS
             )
             ours = {
-                "layout": layout, "data": source, "rmse": round(metrics["rmse"], 4),
-                "rmse_plausible": round(metrics["rmse_plausible"], 4), "eval_rows": metrics["eval_rows"],
-                "steps": metrics["steps"], "run_seconds": round(time.monotonic() - started, 2),
-                "target_rmse": model_bench.TARGET_RMSE[layout], "quick": True,
-            }  # fmt: skip
+                "layout": layout,
+                "data": source,
+                "rmse": round(metrics["rmse"], 4),
+                "rmse_plausible": round(metrics["rmse_plausible"], 4),
+                "eval_rows": metrics["eval_rows"],
+                "steps": metrics["steps"],
+                "run_seconds": round(time.monotonic() - started, 2),
+                "target_rmse": model_bench.TARGET_RMSE[layout],
+                "quick": True,
+            }
         else:
             ours = model_bench.bench_quality(layout, work)
         # Where pipelines.bench.model trains (work/train-<layout>): the serving section reuses the lab model.
@@ -177,14 +187,25 @@ def _junit_cases(path: Path) -> list[dict]:
             if child.tag in ("failure", "error"):
                 outcome = "failed"
                 message = (child.get("message") or "").splitlines()
-                cases.append({"test": f"{case.get('classname')}::{case.get('name')}", "outcome": outcome,
-                              "seconds": float(case.get("time") or 0), "message": (message[0] if message else "")[:300]})  # fmt: skip
+                cases.append(
+                    {
+                        "test": f"{case.get('classname')}::{case.get('name')}",
+                        "outcome": outcome,
+                        "seconds": float(case.get("time") or 0),
+                        "message": (message[0] if message else "")[:300],
+                    }
+                )
                 break
             if child.tag == "skipped":
                 outcome = "skipped"
         if outcome != "failed":
-            cases.append({"test": f"{case.get('classname')}::{case.get('name')}", "outcome": outcome,
-                          "seconds": float(case.get("time") or 0)})  # fmt: skip
+            cases.append(
+                {
+                    "test": f"{case.get('classname')}::{case.get('name')}",
+                    "outcome": outcome,
+                    "seconds": float(case.get("time") or 0),
+                }
+            )
     return cases
 
 
@@ -202,13 +223,29 @@ def bench_reliability(out: Path, mode: str) -> dict:
         env = {**os.environ, "TAXIFARE_RELIABILITY_OUT": str(folder.resolve())}
         for label, selection in (("suite", ["-m", "reliability", "tests"]), ("extra", list(EXTRA_RELIABILITY_TESTS))):
             junit = folder / f"junit-{label}.xml"
-            command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
-                       f"--junitxml={junit}", *selection]  # fmt: skip
+            command = [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-o",
+                "addopts=",
+                f"--junitxml={junit}",
+                *selection,
+            ]
             started = time.monotonic()
             done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1200)
             tail = [line for line in done.stdout.strip().splitlines() if line.strip()][-1:]
-            runs.append({"selection": " ".join(selection), "exit_code": done.returncode,
-                         "seconds": round(time.monotonic() - started, 1), "summary": tail[0] if tail else ""})  # fmt: skip
+            runs.append(
+                {
+                    "selection": " ".join(selection),
+                    "exit_code": done.returncode,
+                    "seconds": round(time.monotonic() - started, 1),
+                    "summary": tail[0] if tail else "",
+                }
+            )
             log.info("pytest %s: %s", " ".join(selection), runs[-1]["summary"])
     cases = [c for p in sorted(folder.glob("junit-*.xml")) for c in _junit_cases(p)]
     return {
@@ -227,7 +264,7 @@ def _timed(name: str, func: Callable[[], dict]) -> dict:
     try:
         figures = func()
         entry = {"ok": True, "figures": figures}
-    except Exception as exc:  # one broken area must not hide the others' figures
+    except Exception as exc:  # noqa: BLE001 — one broken area must not hide the others' figures
         log.error("section %s failed: %s", name, exc)
         entry = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]}
     entry["seconds"] = round(time.monotonic() - started, 1)
@@ -235,7 +272,9 @@ def _timed(name: str, func: Callable[[], dict]) -> dict:
     return entry
 
 
-def run_all(out: str | Path, *, quick: bool = False, sections: tuple[str, ...] = SECTIONS, reliability: str = "run") -> dict:
+def run_all(
+    out: str | Path, *, quick: bool = False, sections: tuple[str, ...] = SECTIONS, reliability: str = "run"
+) -> dict:
     """Run the selected sections; write report.json and report.md to `out`; return the report."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -287,7 +326,9 @@ def _write(out: Path, report: dict, started: float, loadavg_before: list[float])
 
 def _git_commit() -> str | None:
     try:
-        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() or None
@@ -352,7 +393,9 @@ def _pipeline_rows(report: dict) -> list[str]:
         return _failed_row(report, "pipeline", "Local pipeline")
     first, cached = p["runs"]["first"], p["runs"]["cached"]
     steps = " · ".join(
-        f"{n} {_f(s['wall_s'], 1)} s ({_f(s['overhead_s'], 2)})" for n, s in first["steps"].items() if s["wall_s"] is not None
+        f"{n} {_f(s['wall_s'], 1)} s ({_f(s['overhead_s'], 2)})"
+        for n, s in first["steps"].items()
+        if s["wall_s"] is not None
     )
     return [
         f"| Local pipeline (`make run`) | default run **{_f(first['wall_s'], 1)} s** wall (target ≤ {p['target_wall_s']:.0f} s) "
@@ -412,27 +455,39 @@ def reliability_summary(entry: dict) -> str:
     f = entry["figures"]
     name = entry["name"]
     if name.startswith("data_faults_"):
-        return (f"{f['fault_kinds']} fault kinds, {f['rows_checked']:,} rows checked, {f['faults_injected']} faults injected, "
-                f"{f['quarantined']} quarantined, {f['clean_rows_lost']} clean rows lost")  # fmt: skip
+        return (
+            f"{f['fault_kinds']} fault kinds, {f['rows_checked']:,} rows checked, {f['faults_injected']} faults injected, "
+            f"{f['quarantined']} quarantined, {f['clean_rows_lost']} clean rows lost"
+        )
     if name.startswith("data_ten_percent"):
-        return (f"{f['rows_checked']:,} rows, {f['faults_injected']:,} faults → {f['quarantined']:,} quarantined, "
-                f"{f['clean_rows_in'] - f['clean_rows_out']} clean rows lost; passes at max_bad_fraction "
-                f"{f['passes_at']}, fails at {f['fails_below']} and at 0.05")  # fmt: skip
+        return (
+            f"{f['rows_checked']:,} rows, {f['faults_injected']:,} faults → {f['quarantined']:,} quarantined, "
+            f"{f['clean_rows_in'] - f['clean_rows_out']} clean rows lost; passes at max_bad_fraction "
+            f"{f['passes_at']}, fails at {f['fails_below']} and at 0.05"
+        )
     if name == "data_whole_file_damage":
         return f"{f['files_tried']} files tried, {f['refused']} refused with a one-line error, {f['objects_written']} objects written"
     if name == "ingest_rerun_and_tamper":
-        return (f"{f['rows']:,} rows / {f['objects']} objects; re-run uploaded {f['rerun_objects_uploaded']}; "
-                f"{f['faults_injected']} one-byte alterations → {f['detections']}/{f['checks']} checksum detections")  # fmt: skip
+        return (
+            f"{f['rows']:,} rows / {f['objects']} objects; re-run uploaded {f['rerun_objects_uploaded']}; "
+            f"{f['faults_injected']} one-byte alterations → {f['detections']}/{f['checks']} checksum detections"
+        )
     if name == "pipeline_fault_rerun":
-        return (f"{f['faults_injected']} fault ({f['faulty_step']}: unreachable store); re-run executed "
-                f"{', '.join(f['rerun_executed'])}, cached {', '.join(f['rerun_cached'])}; "
-                f"{f['objects_lost_or_changed']} objects lost or changed")  # fmt: skip
+        return (
+            f"{f['faults_injected']} fault ({f['faulty_step']}: unreachable store); re-run executed "
+            f"{', '.join(f['rerun_executed'])}, cached {', '.join(f['rerun_cached'])}; "
+            f"{f['objects_lost_or_changed']} objects lost or changed"
+        )
     if name == "endpoint_fuzz":
-        return (f"{f['requests_tried']:,} requests, {f['responses_5xx']} × 5xx, {f['oversize_413']} oversize → 413, "
-                f"server alive and healthy after: {f['server_alive_after'] and f['health_after'] == 200}")  # fmt: skip
+        return (
+            f"{f['requests_tried']:,} requests, {f['responses_5xx']} × 5xx, {f['oversize_413']} oversize → 413, "
+            f"server alive and healthy after: {f['server_alive_after'] and f['health_after'] == 200}"
+        )
     if name == "endpoint_load":
-        return (f"{f['clients']} clients × {f['seconds']:.0f} s: {f['requests']:,} requests, {f['errors']} errors, "
-                f"RSS {f['rss_after_warmup_mib']} → {f['rss_at_end_mib']} MiB ({f['rss_growth']:+.1%}, limit {f['rss_growth_limit']:.0%})")  # fmt: skip
+        return (
+            f"{f['clients']} clients × {f['seconds']:.0f} s: {f['requests']:,} requests, {f['errors']} errors, "
+            f"RSS {f['rss_after_warmup_mib']} → {f['rss_at_end_mib']} MiB ({f['rss_growth']:+.1%}, limit {f['rss_growth_limit']:.0%})"
+        )
     if name == "security_bind":
         return "; ".join(f"{k}: {', '.join(v)}" for k, v in f["listening"].items())
     if name == "security_secrets":
@@ -441,8 +496,10 @@ def reliability_summary(entry: dict) -> str:
     if name == "security_pip_audit":
         if "packages_audited" not in f:
             return "NOT AUDITED — " + "; ".join(f.get("unreachable", []))[:300]
-        return (f"{f['packages_audited']} packages via {f['service']}: {len(f['vulnerable_with_fix'])} fixable, "
-                f"{len(f['vulnerable_without_fix'])} without fix")  # fmt: skip
+        return (
+            f"{f['packages_audited']} packages via {f['service']}: {len(f['vulnerable_with_fix'])} fixable, "
+            f"{len(f['vulnerable_without_fix'])} without fix"
+        )
     return ", ".join(f"{k}={v}" for k, v in f.items() if isinstance(v, (int, float, str, bool)))[:300]
 
 
@@ -451,7 +508,9 @@ def _reliability_rows(report: dict) -> list[str]:
     if not r:
         return _failed_row(report, "reliability", "Reliability")
     if not r["figures"] and not r["tests"]:
-        return ["| Reliability | no figures found: run `make test-reliability` or `taxifare bench --reliability run` | | — |"]
+        return [
+            "| Reliability | no figures found: run `make test-reliability` or `taxifare bench --reliability run` | | — |"
+        ]
     rows = []
     for entry in r["figures"]:
         verdict = "pass" if entry["passed"] else "**FAIL**"
@@ -461,7 +520,9 @@ def _reliability_rows(report: dict) -> list[str]:
         if ".test_reliability_" in case["test"]:
             continue  # these tests write their figures, shown above
         verdict = {"passed": "pass", "failed": "**FAIL**", "skipped": "skipped"}[case["outcome"]]
-        rows.append(f"| Reliability: `{short}` | {case.get('message', '') or 'no figures (test outcome only)'} ({case['seconds']:.1f} s) | | {verdict} |")
+        rows.append(
+            f"| Reliability: `{short}` | {case.get('message', '') or 'no figures (test outcome only)'} ({case['seconds']:.1f} s) | | {verdict} |"
+        )
     return rows
 
 
@@ -498,14 +559,22 @@ def render_markdown(report: dict) -> str:
     if r:
         lines += ["", "## Reliability tests", ""]
         for run in r["pytest_runs"]:
-            lines.append(f"- `pytest {run['selection']}`: {run['summary']} ({run['seconds']} s, exit {run['exit_code']})")
+            lines.append(
+                f"- `pytest {run['selection']}`: {run['summary']} ({run['seconds']} s, exit {run['exit_code']})"
+            )
         lines += ["", "| test | outcome | seconds |", "|---|---|---|"]
         for case in r["tests"]:
             note = f" — {case['message']}" if case.get("message") else ""
             lines.append(f"| `{case['test']}` | {case['outcome']}{note} | {case['seconds']:.1f} |")
     p = _figures(report, "pipeline")
     if p:
-        lines += ["", "## Local pipeline steps", "", "| step | run | wall s | in step s | overhead s | cached |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Local pipeline steps",
+            "",
+            "| step | run | wall s | in step s | overhead s | cached |",
+            "|---|---|---|---|---|---|",
+        ]
         for run_name, run in p["runs"].items():
             for step, t in run["steps"].items():
                 lines.append(
@@ -513,9 +582,13 @@ def render_markdown(report: dict) -> str:
                 )
     q = _figures(report, "quality")
     if q:
-        lines += ["", "## Model quality detail (validation RMSE)", "",
-                  "| layout | data | ours (all rows) | ours (plausible rows) | mean | distance rule | GBT | GBT (plausible) | train run s |",
-                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            "## Model quality detail (validation RMSE)",
+            "",
+            "| layout | data | ours (all rows) | ours (plausible rows) | mean | distance rule | GBT | GBT (plausible) | train run s |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for layout, e in q.items():
             o, r_ = e["model"], e["references"]
             lines.append(

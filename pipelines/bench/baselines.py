@@ -28,7 +28,12 @@ from trainer import schema
 log = logging.getLogger(__name__)
 
 EARTH_RADIUS_KM = 6371.0
-PLACES = {"jfk": (-73.7781, 40.6413), "lga": (-73.8740, 40.7769), "ewr": (-74.1745, 40.6895), "midtown": (-73.9855, 40.7580)}
+PLACES = {
+    "jfk": (-73.7781, 40.6413),
+    "lga": (-73.8740, 40.7769),
+    "ewr": (-74.1745, 40.6895),
+    "midtown": (-73.9855, 40.7580),
+}
 AIRPORT_RADIUS_KM = 2.0
 GRID_ANGLE = math.radians(29.0)  # Manhattan's avenues run ~29° east of true north
 TARIFF_CHANGE = datetime(2012, 9, 4)
@@ -68,8 +73,18 @@ def features(columns: dict[str, np.ndarray], layout: schema.Layout, times: list[
     north = (dlat - plat) * 110.574
     along = east * math.sin(GRID_ANGLE) + north * math.cos(GRID_ANGLE)
     across = east * math.cos(GRID_ANGLE) - north * math.sin(GRID_ANGLE)
-    out = [plon, plat, dlon, dlat, east, north, haversine_km(plon, plat, dlon, dlat), np.abs(along) + np.abs(across),
-           np.arctan2(north, east), columns[layout.passengers]]  # fmt: skip
+    out = [
+        plon,
+        plat,
+        dlon,
+        dlat,
+        east,
+        north,
+        haversine_km(plon, plat, dlon, dlat),
+        np.abs(along) + np.abs(across),
+        np.arctan2(north, east),
+        columns[layout.passengers],
+    ]
     for lon, lat in PLACES.values():
         for end_lon, end_lat in ((plon, plat), (dlon, dlat)):
             km = haversine_km(end_lon, end_lat, lon, lat)

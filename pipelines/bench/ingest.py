@@ -93,9 +93,7 @@ def run(rows: int, repeats: int, work: Path) -> dict:
         "dataset_id": first.dataset_id,
         "seconds": {name: [round(v, 4) for v in values] for name, values in times.items()},
         "median_seconds": {name: round(v, 4) for name, v in median.items()},
-        "throughput_mib_s": {
-            name: round(mib / median[name], 2) for name in ("plain", "storage", "ingest")
-        },
+        "throughput_mib_s": {name: round(mib / median[name], 2) for name in ("plain", "storage", "ingest")},
         "time_ratio_to_plain": {
             name: round(median[name] / median["plain"], 3) for name in ("storage", "ingest", "reingest")
         },

@@ -7,7 +7,6 @@ add their own imports (google-cloud-storage, TensorFlow) and TensorFlow's exit o
 `run_local`'s per-step `overhead_s` (wall minus time in the step function) includes those.
 """
 
-
 import tempfile
 import time
 

@@ -127,14 +127,14 @@ async def _client_loop(conn: _Connection, raw: bytes, count: int, requests: int,
         _check(status, body, count)
 
 
-async def _scenario(host, port, path, body: bytes, count: int, clients: int, requests: int, warmup: int, limit_s: float):
+async def _scenario(
+    host, port, path, body: bytes, count: int, clients: int, requests: int, warmup: int, limit_s: float
+):
     raw = _raw_post(host, port, path, body)
     conns = [await _connect(host, port) for _ in range(clients)]
     try:
         warm: list[float] = []
-        await asyncio.gather(
-            *(_client_loop(c, raw, count, warmup, time.perf_counter() + limit_s, warm) for c in conns)
-        )
+        await asyncio.gather(*(_client_loop(c, raw, count, warmup, time.perf_counter() + limit_s, warm) for c in conns))
         latencies: list[float] = []
         started = time.perf_counter()
         deadline = started + limit_s
@@ -196,9 +196,7 @@ def measure_server(handle: server.ServerProcess, expected: float, scale: float, 
             raise RuntimeError(f"server predicted {got}, in-process signature {expected}")
         return {
             "single": await _scenario(host, port, path, single, 1, 1, int(3000 * scale), 200, limit_s),
-            "concurrent_single": await _scenario(
-                host, port, path, single, 1, 8, int(1000 * scale), 50, limit_s
-            ),
+            "concurrent_single": await _scenario(host, port, path, single, 1, 8, int(1000 * scale), 50, limit_s),
             "throughput_100": await _scenario(host, port, path, batch, 100, 8, int(600 * scale), 20, limit_s),
         }
 
@@ -248,10 +246,18 @@ def train_model(out: Path, steps: int) -> Path:
     output_dir = out / "model"
     code = task.main(
         [
-            "--train_data_paths", str(train), "--eval_data_paths", str(valid),
-            "--output_dir", str(output_dir), "--train_steps", str(steps), "--seed", "1",
+            "--train_data_paths",
+            str(train),
+            "--eval_data_paths",
+            str(valid),
+            "--output_dir",
+            str(output_dir),
+            "--train_steps",
+            str(steps),
+            "--seed",
+            "1",
         ]
-    )  # fmt: skip
+    )
     if code != 0:
         raise RuntimeError(f"training failed with exit code {code}")
     return output_dir
@@ -274,8 +280,7 @@ def _verdicts(report: dict[str, Any], mode: str) -> dict[str, Any]:
         "single_p50_ms": values["single_p50_ms"] <= TARGETS["single_p50_ms"],
         "single_p50_over_signature": values["single_p50_over_signature"] <= TARGETS["single_p50_over_signature"],
         "concurrent_p99_ms": values["concurrent_p99_ms"] <= TARGETS["concurrent_p99_ms"],
-        "throughput_instances_per_s": values["throughput_instances_per_s"]
-        >= TARGETS["throughput_instances_per_s"],
+        "throughput_instances_per_s": values["throughput_instances_per_s"] >= TARGETS["throughput_instances_per_s"],
     }
     return {"mode": mode, "values": values, "targets": TARGETS, "met": met, "all_met": all(met.values())}
 

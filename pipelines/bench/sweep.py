@@ -55,18 +55,24 @@ def bench_pipeline(workdir: Path) -> dict:
     try:
         for label, min_improvement in (("first run", 0.0), ("rerun, champion kept", 1000.0)):
             started = time.time()
-            summary = run_local(workdir=workdir, pipeline=pipeline, keep_endpoint=True,
-                                params={**COMMON, "trials": TRIALS, "min_improvement": min_improvement})
-            runs.append({
-                "run": label,
-                "wall_s": round(time.time() - started, 2),
-                "decision": summary.outputs.get("Output"),
-                "best_index": summary.facts.get("select_best", {}).get("best_index"),
-                "rmses": summary.facts.get("select_best", {}).get("rmses"),
-                "champion_rmse": summary.facts.get("champion", {}).get("champion_rmse"),
-                "challenger_rmse": summary.facts.get("champion", {}).get("challenger_rmse"),
-                "steps": _step_seconds(workdir),
-            })  # fmt: skip
+            summary = run_local(
+                workdir=workdir,
+                pipeline=pipeline,
+                keep_endpoint=True,
+                params={**COMMON, "trials": TRIALS, "min_improvement": min_improvement},
+            )
+            runs.append(
+                {
+                    "run": label,
+                    "wall_s": round(time.time() - started, 2),
+                    "decision": summary.outputs.get("Output"),
+                    "best_index": summary.facts.get("select_best", {}).get("best_index"),
+                    "rmses": summary.facts.get("select_best", {}).get("rmses"),
+                    "champion_rmse": summary.facts.get("champion", {}).get("champion_rmse"),
+                    "challenger_rmse": summary.facts.get("champion", {}).get("challenger_rmse"),
+                    "steps": _step_seconds(workdir),
+                }
+            )
     finally:
         local_endpoint.stop("taxifare")
     return {"trials": TRIALS, "params": COMMON, "runs": runs}
@@ -91,28 +97,40 @@ def bench_grid(workdir: Path) -> dict:
         "at_once": local_workers(None, len(points)),
         "wall_s": round(wall, 2),
         "per_point_wall_s": [round(r.wall_s or 0, 2) for r in results],
-        "results": [{"params": r.params, "rmse": r.rmse, "status": r.status, "error": r.error}
-                    for r in sweep.rank(results)],
+        "results": [
+            {"params": r.params, "rmse": r.rmse, "status": r.status, "error": r.error} for r in sweep.rank(results)
+        ],
     }
 
 
 def render(report: dict) -> str:
-    lines = ["# Sweep benchmark", "", f"Load average at start: {report['load_average']} on {report['cores']} cores.", ""]
+    lines = [
+        "# Sweep benchmark",
+        "",
+        f"Load average at start: {report['load_average']} on {report['cores']} cores.",
+        "",
+    ]
     if "pipeline" in report:
-        lines += ["## taxifare_sweep under kfp.local (3 hyperparameter sets, compiled YAML)", "",
-                  "| run | wall s | decision | best set | validation RMSEs | seconds per step |", "|---|---|---|---|---|---|"]
+        lines += [
+            "## taxifare_sweep under kfp.local (3 hyperparameter sets, compiled YAML)",
+            "",
+            "| run | wall s | decision | best set | validation RMSEs | seconds per step |",
+            "|---|---|---|---|---|---|",
+        ]
         for run in report["pipeline"]["runs"]:
             steps = ", ".join(f"{s['step']} {s['seconds']:.1f}" for s in run["steps"])
             rmses = ", ".join(f"{r:.3f}" for r in run["rmses"] or [])
             best = "cached" if run["best_index"] is None else run["best_index"]
-            lines.append(f"| {run['run']} | {run['wall_s']:.1f} | {run['decision']} | {best} | "
-                         f"{rmses} | {steps} |")
+            lines.append(f"| {run['run']} | {run['wall_s']:.1f} | {run['decision']} | {best} | {rmses} | {steps} |")
         lines.append("")
     if "grid" in report:
         grid = report["grid"]
-        lines += [f"## taxifare sweep, local, {grid['points']} grid points ({grid['at_once']} at once)", "",
-                  f"Wall: {grid['wall_s']:.1f} s; per point: {', '.join(f'{w:.1f}' for w in grid['per_point_wall_s'])} s",
-                  ""]
+        lines += [
+            f"## taxifare sweep, local, {grid['points']} grid points ({grid['at_once']} at once)",
+            "",
+            f"Wall: {grid['wall_s']:.1f} s; per point: {', '.join(f'{w:.1f}' for w in grid['per_point_wall_s'])} s",
+            "",
+        ]
     return "\n".join(lines)
 
 
