@@ -3,7 +3,7 @@
 from kfp import dsl
 
 from components.train import train
-from pipelines.steps import data_steps, serving_steps
+from pipelines.graph import data_steps, serving_steps
 
 PIPELINE_NAME = "taxifare"
 DEFAULT_SOURCE = "synthetic://?rows=20000&layout=lab&seed=42"

@@ -11,7 +11,7 @@ from components.champion import champion
 from components.check_trials import check_trials
 from components.select_best import select_best
 from components.train import train
-from pipelines.steps import data_steps, serving_steps
+from pipelines.graph import data_steps, serving_steps
 from pipelines.taxifare import DEFAULT_SOURCE
 
 PIPELINE_NAME = "taxifare-sweep"

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.emulator import free_port
+from pipelines.local.emulator import free_port
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]

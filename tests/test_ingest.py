@@ -285,7 +285,7 @@ def test_http_source(bucket, http_folder, tmp_path):
 
 
 def test_http_source_unreachable(bucket):
-    from trainer.emulator import free_port
+    from pipelines.local.emulator import free_port
 
     port = free_port()
     with pytest.raises(ingest.SourceError, match=f"cannot reach 127.0.0.1:{port}"):
@@ -376,7 +376,7 @@ def test_bigquery_source(source, contract, bucket, gcs_emulator, contract_server
 @pytest.mark.reliability
 def test_emulator_killed_mid_ingest_then_rerun_completes(tmp_path, monkeypatch):
     """Crash the store between two uploads; after a restart the re-run finishes the dataset."""
-    from trainer.emulator import GcsEmulator
+    from pipelines.local.emulator import GcsEmulator
 
     source = synth.write_csv(tmp_path / "big.csv", rows=250_000, layout="lab", seed=8)
     with GcsEmulator(data_dir=tmp_path / "gcs") as emulator:

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from trainer.emulator import free_port
+from pipelines.local.emulator import free_port
 
 STEPS = 30
 

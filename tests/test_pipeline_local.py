@@ -12,9 +12,9 @@ import pytest
 from kfp import components
 
 from pipelines.compile import compile_pipeline
-from pipelines.local_run import STEPS, RunError, run_local
+from pipelines.local.emulator import GcsEmulator
+from pipelines.local.run import STEPS, RunError, run_local
 from trainer import storage
-from trainer.emulator import GcsEmulator
 from trainer.ingest import SourceError
 from trainer.synth import write_csv
 

@@ -16,10 +16,10 @@ from unittest import mock
 
 import pytest
 
-from pipelines.local_run import STEPS, RunError, run_local
+from pipelines.local.emulator import GcsEmulator, free_port
+from pipelines.local.run import STEPS, RunError, run_local
 from tests.reliability import record
 from trainer import storage
-from trainer.emulator import GcsEmulator, free_port
 
 pytestmark = pytest.mark.reliability
 

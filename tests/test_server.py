@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipelines.local.emulator import free_port
 from trainer import schema, server, storage
-from trainer.emulator import free_port
 from trainer.predictor import Predictor
 
 LAB = schema.LAB_TEST_INSTANCE

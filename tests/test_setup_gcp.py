@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from trainer import setup_gcp
+from pipelines.cloud import setup_gcp
 from trainer.config import Settings
 
 SETTINGS = Settings(project="taxi-ml-prod", region="europe-west4", bucket="taxi-ml-prod-data")

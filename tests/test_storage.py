@@ -8,8 +8,8 @@ import time
 import google_crc32c
 import pytest
 
+from pipelines.local.emulator import GcsEmulator, free_port
 from trainer import storage
-from trainer.emulator import GcsEmulator, free_port
 
 
 def _write(path, data: bytes):
@@ -236,8 +236,8 @@ def test_emulator_restart_keeps_objects(tmp_path):
 def test_emulator_in_memory_via_module_and_port_clash(tmp_path, monkeypatch):
     import sys
 
-    from trainer import emulator as emulator_module
-    from trainer.emulator import EmulatorError
+    from pipelines.local import emulator as emulator_module
+    from pipelines.local.emulator import EmulatorError
 
     monkeypatch.setattr(emulator_module, "_emulator_command", lambda: [sys.executable, "-m", "gcp_storage_emulator"])
     with GcsEmulator() as first:  # in memory, started as a module

@@ -383,7 +383,7 @@ def test_sweep_parameters_are_typed_documented_and_defaulted(sweep_spec):
 
 # -- the CLI's own logic -----------------------------------------------------------------------
 def test_local_workers_never_exceed_the_cores_or_the_points():
-    from pipelines.cli_sweep import local_workers
+    from pipelines.cli.sweep import local_workers
 
     assert local_workers(None, 4, available=2) == 2
     assert local_workers(8, 4, available=2) == 2
@@ -394,7 +394,7 @@ def test_local_workers_never_exceed_the_cores_or_the_points():
 
 
 def test_run_metrics_read_the_taxifare_and_the_sweep_pipelines():
-    from pipelines.cli_sweep import run_metrics
+    from pipelines.cli.sweep import run_metrics
 
     taxifare_run = run_metrics({"train": {"rmse": 4.2, "mae": 3.1}}, {"Output": 4.4}, 4.4)
     assert taxifare_run == {"rmse": 4.2, "metrics": {"mae": 3.1, "endpoint_rmse": 4.4}}

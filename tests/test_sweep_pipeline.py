@@ -41,7 +41,7 @@ def sweep_yaml(tmp_path_factory):
 
 
 def test_sweep_pipeline_picks_the_best_and_guards_the_endpoint(sweep_yaml, tmp_path, monkeypatch):
-    from pipelines.local_run import run_local
+    from pipelines.local.run import run_local
     from trainer import local_endpoint
 
     workdir = tmp_path / "work"
@@ -105,7 +105,7 @@ def test_sweep_pipeline_picks_the_best_and_guards_the_endpoint(sweep_yaml, tmp_p
 
 
 def test_bad_hyperparameter_set_fails_before_any_training(sweep_yaml, tmp_path):
-    from pipelines.local_run import RunError, run_local
+    from pipelines.local.run import RunError, run_local
 
     with pytest.raises(RunError, match=r"check_trials failed: .*hyperparameter set 1: hidden_units: expected"):
         run_local(

@@ -149,7 +149,7 @@ def bench_ingest(out: Path, quick: bool) -> dict:
 def bench_pipeline(work: Path, quick: bool) -> dict:
     """The default local run in a fresh work dir, then the same run again (cached)."""
     from pipelines.bench import overhead
-    from pipelines.local_run import run_local
+    from pipelines.local.run import run_local
 
     params = {"train_steps": QUICK_TRAIN_STEPS} if quick else {}
     workdir = work / "pipeline"

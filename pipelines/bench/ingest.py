@@ -43,8 +43,8 @@ def _timed(func) -> float:
 
 
 def run(rows: int, repeats: int, work: Path) -> dict:
+    from pipelines.local.emulator import GcsEmulator
     from trainer import ingest, storage, synth
-    from trainer.emulator import GcsEmulator
 
     source = synth.write_csv(work / "source.csv", rows=rows, layout="lab", seed=0)
     source_bytes = source.stat().st_size

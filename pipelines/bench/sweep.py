@@ -46,7 +46,7 @@ def bench_pipeline(workdir: Path) -> dict:
     from kfp import components
 
     from pipelines.compile import compile_pipeline
-    from pipelines.local_run import run_local
+    from pipelines.local.run import run_local
     from trainer import local_endpoint
 
     pipeline = components.load_component_from_file(str(compile_pipeline("taxifare_sweep", workdir / "compiled")))
@@ -79,7 +79,7 @@ def bench_pipeline(workdir: Path) -> dict:
 
 
 def bench_grid(workdir: Path) -> dict:
-    from pipelines.cli_sweep import local_workers, run_local_sweep
+    from pipelines.cli.sweep import local_workers, run_local_sweep
     from pipelines.compile import compile_pipeline
     from pipelines.taxifare import taxifare
     from trainer import sweep

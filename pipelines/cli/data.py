@@ -136,7 +136,7 @@ def gcs_emulator_command(
     bucket: list[str] = typer.Option(None, help="Buckets to create (repeatable)."),
 ) -> None:
     """Run a local GCS emulator until Ctrl-C and print the STORAGE_EMULATOR_HOST line to use."""
-    from trainer.emulator import EmulatorError, GcsEmulator
+    from pipelines.local.emulator import EmulatorError, GcsEmulator
 
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="taxifare-gcs-"))
     emulator = GcsEmulator(data_dir=data_dir, port=port)

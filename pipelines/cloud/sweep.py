@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines import params, submit
+from pipelines import params
+from pipelines.cloud import submit
 from trainer import sweep
 from trainer.config import Settings, load_settings
 

@@ -16,9 +16,9 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipelines.local.emulator import GcsEmulator
 from trainer import local_endpoint, storage
 from trainer.config import load_settings
-from trainer.emulator import GcsEmulator
 from trainer.ingest import parse_source
 from trainer.pipeline_steps import STEP_LOG_ENV
 

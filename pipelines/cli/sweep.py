@@ -77,8 +77,8 @@ def run_point_local(index: int, template: str, workdir: str, params: dict, enabl
     try:
         from kfp import components
 
-        from pipelines.local_run import RunError, run_local
-        from trainer.emulator import EmulatorError
+        from pipelines.local.emulator import EmulatorError
+        from pipelines.local.run import RunError, run_local
 
         pipeline = components.load_component_from_file(template)
         try:
@@ -264,7 +264,7 @@ def sweep_command(
     api_endpoint: str | None = typer.Option(None, "--api-endpoint", help="Vertex AI API endpoint (default: config)."),
 ) -> None:
     """Sweep pipeline parameters: one run per grid point, a table sorted by RMSE, CSV and PNG."""
-    from pipelines.cli_pipeline import parse_params
+    from pipelines.cli.pipeline import parse_params
     from pipelines.compile import compile_pipeline
     from trainer import sweep
     from trainer.config import load_settings
@@ -293,7 +293,7 @@ def sweep_command(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     if tuner:
-        from pipelines import sweep_cloud
+        from pipelines.cloud import sweep as sweep_cloud
 
         try:
             job = sweep_cloud.run_tuning_job(
@@ -330,7 +330,7 @@ def sweep_command(
             except ValueError as exc:
                 _fail(str(exc))
         else:
-            from pipelines import sweep_cloud
+            from pipelines.cloud import sweep as sweep_cloud
 
             try:
                 if target == "vertex":
@@ -414,12 +414,12 @@ def sweep_run_command(
 
     from kfp import components
 
-    from pipelines.cli_pipeline import parse_params
+    from pipelines.cli.pipeline import parse_params
     from pipelines.compile import compile_pipeline
-    from pipelines.local_run import RunError, run_local
+    from pipelines.local.emulator import EmulatorError
+    from pipelines.local.run import RunError, run_local
     from pipelines.taxifare_sweep import DEFAULT_TRIALS, taxifare_sweep
     from trainer import sweep
-    from trainer.emulator import EmulatorError
 
     try:
         params = sweep.check_parameters(parse_params(param), sweep.pipeline_parameters(taxifare_sweep), where="--param")

@@ -58,8 +58,8 @@ def run_command(
     json_out: Path | None = typer.Option(None, "--json", help="Also write the run summary as JSON here."),
 ) -> None:
     """Run the whole pipeline locally: GCS emulator, kfp.local, a local endpoint."""
-    from pipelines.local_run import RunError, run_local
-    from trainer.emulator import EmulatorError
+    from pipelines.local.emulator import EmulatorError
+    from pipelines.local.run import RunError, run_local
 
     if not local:
         _fail("only --local runs here; use `taxifare submit --target vertex|kfp` for the cloud")

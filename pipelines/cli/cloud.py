@@ -80,7 +80,8 @@ def submit_command(
     config: Path | None = typer.Option(None, "--config", help="Config file."),
 ) -> None:
     """Submit the compiled pipeline to Vertex AI Pipelines or a Kubeflow Pipelines cluster."""
-    from pipelines import params, submit
+    from pipelines import params
+    from pipelines.cloud import submit
 
     settings = _settings(config, api_endpoint=api_endpoint)
     if target is Target.kfp and not host:
@@ -164,7 +165,7 @@ def setup_gcp_command(
     config: Path | None = typer.Option(None, "--config", help="Config file."),
 ) -> None:
     """Create the bucket, a dedicated service account and least-privilege bindings (dry run by default)."""
-    from trainer import setup_gcp
+    from pipelines.cloud import setup_gcp
 
     settings = _settings(config)
     steps = setup_gcp.plan(settings, account_name=account_name, repository=repository, submitter=submitter)

@@ -22,13 +22,13 @@ app = typer.Typer(
 
 # Modules that each define register(app). Listed here so `taxifare --help` shows every verb.
 _AREAS = (
-    "pipelines.cli_trainer",
-    "pipelines.cli_serve",
-    "pipelines.cli_pipeline",
-    "pipelines.cli_cloud",
-    "pipelines.cli_sweep",
-    "pipelines.cli_bench",
-    "pipelines.cli_data",
+    "pipelines.cli.trainer",
+    "pipelines.cli.serve",
+    "pipelines.cli.pipeline",
+    "pipelines.cli.cloud",
+    "pipelines.cli.sweep",
+    "pipelines.cli.bench",
+    "pipelines.cli.data",
 )
 
 
@@ -46,7 +46,3 @@ for _name in _AREAS:
 
 def main() -> None:
     app()
-
-
-if __name__ == "__main__":
-    main()
