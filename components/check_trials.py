@@ -1,4 +1,5 @@
-"""check trials: validate the sweep's hyperparameter sets before anything trains."""
+"""check trials: refuse a sweep that cannot finish — a bad hyperparameter set or a serving target
+that cannot do a step — before anything is copied or trained."""
 
 from kfp import dsl
 
@@ -6,11 +7,20 @@ from components.base import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def check_trials(trials: list, seed: int) -> list:
-    """Checks every hyperparameter set of the sweep (hidden_units, learning_rate, batch_size,
-    train_steps, optional seed) and fails with one line naming the set and the field when one is
-    wrong. Returns the sets complete (defaults filled, `seed` where a set names none) with exact
-    types, which the ParallelFor over trainings iterates."""
-    from trainer.pipeline_steps import run_check_trials
+def check_trials(trials: list, seed: int, target: str, serving_steps: list) -> list:
+    """Checks every hyperparameter set of the sweep (names and rules of trainer.hparams; omitted
+    names take the trainer's defaults, `seed` where a set names none) and that the serving target
+    can do every serving step the pipeline needs; fails with one line naming the set and the
+    field, or the target and the step. Returns the sets complete with exact types, which the
+    ParallelFor over trainings iterates."""
+    import logging
 
-    return run_check_trials(trials=trials, seed=seed)
+    from components.artifacts import step_log
+    from trainer import endpoints, hparams
+
+    with step_log("check_trials") as facts:
+        endpoints.require(target, serving_steps)
+        checked = hparams.parse_sets(trials, seed=seed)
+        logging.getLogger(__name__).info("%d hyperparameter sets: %s", len(checked), checked)
+        facts.update(trials=len(checked))
+    return checked

@@ -25,17 +25,16 @@ def deploy(
     model of that name) and deploys it to the endpoint of that name with the given machine type,
     replicas and traffic share; target=kfp runs the serving container as a Deployment + Service
     on the cluster. The endpoint artifact records the URL and the model version."""
-    from trainer.pipeline_steps import run_deploy
+    from pathlib import Path
 
-    run_deploy(
-        exported_model=exported_model,
-        target=target,
-        endpoint_name=endpoint_name,
-        project=project,
-        region=region,
-        endpoint=endpoint,
-        machine_type=machine_type,
-        min_replicas=min_replicas,
-        max_replicas=max_replicas,
-        traffic_percentage=traffic_percentage,
-    )
+    from components.artifacts import step_log
+    from trainer import endpoints
+
+    with step_log("deploy") as facts:
+        options = endpoints.DeployOptions(project, region, machine_type, min_replicas, max_replicas, traffic_percentage)
+        version = exported_model.metadata.get("version", Path(exported_model.uri.rstrip("/")).name)
+        served = endpoints.deploy(target, exported_model.uri, endpoint_name, options, version)
+        # a Vertex endpoint is known by its resource name; local and cluster ones by their URL
+        endpoint.uri = served.uri
+        endpoint.metadata.update(served.as_metadata())
+        facts.update(endpoint=endpoint.uri, model_version=version)

@@ -17,12 +17,18 @@ def export(
     """Copies the SavedModel to gs://BUCKET/PREFIX/models/<version>/ with its metadata (signature,
     input layout, metrics, data checksums, code version), reloads it from there and checks a
     prediction. The output Model's URI is that versioned location."""
-    from trainer.pipeline_steps import run_export
+    import tempfile
 
-    run_export(
-        trained_model=trained_model,
-        train_data=train_data,
-        bucket=bucket,
-        prefix=prefix,
-        exported_model=exported_model,
-    )
+    from components.artifacts import local_path, step_log
+    from trainer import export
+
+    with step_log("export") as facts, tempfile.TemporaryDirectory(prefix="taxifare-export-") as workdir:
+        result = export.export_model(
+            local_path(trained_model, workdir),
+            bucket=bucket,
+            prefix=prefix,
+            data_checksums={"train": train_data.metadata.get("crc32c", "")} if train_data.metadata else {},
+        )
+        exported_model.uri = result.uri
+        exported_model.metadata.update(result.metadata)
+        facts.update(uri=result.uri, version=result.version)

@@ -23,15 +23,34 @@ def ingest(
     (bq://…), or synthetic://?rows=N&layout=lab|dated&seed=S. One source is split into train and
     valid by hashing each row's key; valid_source, when set, is taken as the validation split.
     """
-    from trainer.pipeline_steps import run_ingest
+    from components.artifacts import step_log
+    from trainer import ingest
 
-    run_ingest(
-        source=source,
-        bucket=bucket,
-        prefix=prefix,
-        valid_source=valid_source,
-        valid_fraction=valid_fraction,
-        project=project,
-        train_data=train_data,
-        valid_data=valid_data,
-    )
+    with step_log("ingest") as facts:
+        result = ingest.ingest(
+            source,
+            bucket=bucket,
+            prefix=prefix,
+            valid_source=valid_source or None,
+            valid_fraction=valid_fraction,
+            project=project or None,
+        )
+        for artifact, split in ((train_data, result.train), (valid_data, result.valid)):
+            artifact.uri = split.uri
+            artifact.metadata.update(
+                {
+                    "layout": result.layout,
+                    "rows": split.rows,
+                    "bytes": split.bytes,
+                    "crc32c": split.crc32c,
+                    "uploaded": split.uploaded,
+                    "source": source,
+                }
+            )
+        facts.update(
+            train=train_data.uri,
+            valid=valid_data.uri,
+            train_rows=result.train.rows,
+            valid_rows=result.valid.rows,
+            layout=result.layout,
+        )

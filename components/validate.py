@@ -28,15 +28,36 @@ def validate(
        test.json instance; fails if anything is missing or non-finite.
     3. Writes a Markdown report.
     """
-    from trainer.pipeline_steps import run_validate
+    import shutil
+    import tempfile
+    from collections import namedtuple
+    from pathlib import Path
 
-    return run_validate(
-        train_data=train_data,
-        valid_data=valid_data,
-        max_bad_fraction=max_bad_fraction,
-        smoke_steps=smoke_steps,
-        clean_train=clean_train,
-        clean_valid=clean_valid,
-        quarantine=quarantine,
-        report=report,
-    )
+    from components.artifacts import local_path, step_log, write_text
+    from trainer import validate
+
+    with step_log("validate") as facts, tempfile.TemporaryDirectory(prefix="taxifare-validate-") as workdir:
+        result = validate.validate(
+            local_path(train_data, Path(workdir) / "train"),
+            local_path(valid_data, Path(workdir) / "valid"),
+            Path(workdir) / "out",
+            max_bad_fraction=max_bad_fraction,
+            smoke_steps=smoke_steps,
+            layout=train_data.metadata.get("layout"),  # as ingest read it: one layout for both splits
+            quarantine_uri=quarantine.uri,
+        )
+        # The quarantine file already went to quarantine.uri inside validate (before any failure).
+        for artifact, produced in ((clean_train, result.clean_train), (clean_valid, result.clean_valid)):
+            Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(produced, artifact.path)
+        write_text(report, result.report_markdown)
+
+        counts = {"layout": result.layout, "clean_rows": result.clean_rows}
+        clean_train.metadata.update({**counts, "split": "train", "rows": result.clean_train_rows})
+        clean_valid.metadata.update({**counts, "split": "valid", "rows": result.clean_valid_rows})
+        quarantine.metadata.update({"rows": result.bad_rows, "reasons": result.bad_by_reason})
+        facts.update(
+            clean_rows=result.clean_rows, bad_rows=result.bad_rows, quarantine=quarantine.uri, report=report.uri
+        )
+    outputs = namedtuple("ValidateOutputs", ["layout", "clean_rows", "bad_rows"])
+    return outputs(result.layout, result.clean_rows, result.bad_rows)

@@ -1,10 +1,35 @@
-"""Pieces of pipeline graph that both pipelines use: the data steps and the serving steps."""
+"""Pieces of pipeline graph that both pipelines use: the data, train and serving steps, and the
+hyperparameter docs their docstrings share."""
 
 from components.deploy import deploy
 from components.export import export
 from components.ingest import ingest
 from components.predict import predict
+from components.train import train
 from components.validate import validate
+from trainer import hparams
+
+
+def with_hparam_docs(function):
+    """Fill the ``{hparams}`` mark of a pipeline's docstring with the docs of the hyperparameters
+    it takes (trainer.hparams), so the KFP UI shows the trainer's own words. Apply it below
+    ``@dsl.pipeline``, which reads the docstring."""
+    names = [name for name in hparams.NAMES if name in function.__code__.co_varnames]
+    lines = [f"{name}: {doc}" for name, doc in hparams.docs(names).items()]
+    defaults = ", ".join(f"{name} {value!r}" for name, value in hparams.DEFAULTS.items() if name != "seed")
+    function.__doc__ = function.__doc__.replace("{hparams}", "\n        ".join(lines))
+    function.__doc__ = function.__doc__.replace("{hparam_defaults}", defaults)
+    return function
+
+
+def train_step(*, validate_task, hyper: dict, **options):
+    """train on the clean data; hyperparameters the pipeline does not take get the trainer's defaults."""
+    return train(
+        train_data=validate_task.outputs["clean_train"],
+        valid_data=validate_task.outputs["clean_valid"],
+        **{**hparams.DEFAULTS, **hyper},
+        **options,
+    ).set_display_name("train")
 
 
 def data_steps(*, source, bucket, prefix, valid_source, valid_fraction, project, max_bad_fraction, smoke_steps):

@@ -2,10 +2,12 @@
 
 from kfp import dsl
 
-from components.train import train
-from pipelines.graph import data_steps, serving_steps
+from pipelines.graph import data_steps, serving_steps, train_step, with_hparam_docs
+from trainer import endpoints
+from trainer.hparams import DEFAULTS as HP
 
 PIPELINE_NAME = "taxifare"
+SERVING_STEPS = (endpoints.DEPLOY, endpoints.PREDICT)  # what its serving target must be able to do
 DEFAULT_SOURCE = "synthetic://?rows=20000&layout=lab&seed=42"
 
 
@@ -13,6 +15,7 @@ DEFAULT_SOURCE = "synthetic://?rows=20000&layout=lab&seed=42"
     name=PIPELINE_NAME,
     description="Trains, exports, deploys and calls the taxifare fare model.",
 )
+@with_hparam_docs
 def taxifare(
     project: str = "local-project",
     region: str = "us-central1",
@@ -23,11 +26,11 @@ def taxifare(
     valid_fraction: float = 0.2,
     max_bad_fraction: float = 0.05,
     smoke_steps: int = 10,
-    train_steps: int = 2000,
-    batch_size: int = 512,
-    hidden_units: str = "64 32",
-    learning_rate: float = 0.003,
-    seed: int = 42,
+    train_steps: int = HP["train_steps"],
+    batch_size: int = HP["batch_size"],
+    hidden_units: str = HP["hidden_units"],
+    learning_rate: float = HP["learning_rate"],
+    seed: int = HP["seed"],
     target: str = "local",
     train_runner: str = "task",
     train_machine_type: str = "n1-standard-4",
@@ -65,11 +68,7 @@ def taxifare(
         max_bad_fraction: Fail validation when more than this share of rows is malformed or
             implausible (the bad rows are kept in the quarantine artifact either way).
         smoke_steps: Training steps of the validation smoke run.
-        train_steps: Training steps (batches) of the real run.
-        batch_size: Training batch size (the lab's --train_batch_size).
-        hidden_units: Hidden layer sizes, space separated (the lab's --hidden_units), e.g. "64 32".
-        learning_rate: Adam learning rate.
-        seed: Random seed for the split sample, initialisation and shuffling.
+        {hparams}
         target: Where to deploy and predict: "local" (a server on this machine), "vertex" (a
             Vertex AI endpoint) or "kfp" (a Deployment + Service on the KFP cluster).
         train_runner: Where to train: "task" (inside the pipeline's train task) or "vertex" (a
@@ -103,14 +102,15 @@ def taxifare(
         smoke_steps=smoke_steps,
     )
 
-    train_task = train(
-        train_data=validate_task.outputs["clean_train"],
-        valid_data=validate_task.outputs["clean_valid"],
-        train_steps=train_steps,
-        batch_size=batch_size,
-        hidden_units=hidden_units,
-        learning_rate=learning_rate,
-        seed=seed,
+    train_task = train_step(
+        validate_task=validate_task,
+        hyper={
+            "train_steps": train_steps,
+            "batch_size": batch_size,
+            "hidden_units": hidden_units,
+            "learning_rate": learning_rate,
+            "seed": seed,
+        },
         runner=train_runner,
         project=project,
         region=region,
@@ -118,7 +118,7 @@ def taxifare(
         replica_count=train_replica_count,
         accelerator_type=train_accelerator_type,
         accelerator_count=train_accelerator_count,
-    ).set_display_name("train")
+    )
 
     predict_task = serving_steps(
         trained_model=train_task.outputs["model"],

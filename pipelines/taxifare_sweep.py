@@ -10,11 +10,13 @@ from kfp import dsl
 from components.champion import champion
 from components.check_trials import check_trials
 from components.select_best import select_best
-from components.train import train
-from pipelines.graph import data_steps, serving_steps
+from pipelines.graph import data_steps, serving_steps, train_step, with_hparam_docs
 from pipelines.taxifare import DEFAULT_SOURCE
+from trainer import endpoints, hparams
 
 PIPELINE_NAME = "taxifare-sweep"
+# What its serving target must be able to do: measure the champion, then deploy and predict.
+SERVING_STEPS = (endpoints.CHAMPION, endpoints.DEPLOY, endpoints.PREDICT)
 
 # Trainings run at most this many at a time (kfp.local runs two at a time whatever this says).
 MAX_PARALLEL_TRAININGS = 4
@@ -33,6 +35,7 @@ DEFAULT_TRIALS = [
     description="Trains several taxifare models on one dataset and deploys the best one only if it beats the "
     "model the endpoint serves.",
 )
+@with_hparam_docs
 def taxifare_sweep(
     project: str = "local-project",
     region: str = "us-central1",
@@ -80,14 +83,14 @@ def taxifare_sweep(
         trials: The hyperparameter sets to train, a list of dicts with keys hidden_units (e.g.
             "64 32"), learning_rate, batch_size, train_steps, the feature switches embedding_dim
             (learned grid-cell embeddings: 0 off, > 0 their size) and towers (averaged DNN heads),
-            and optionally seed; omitted keys take these defaults: hidden_units "64 32",
-            learning_rate 0.003, batch_size 512, train_steps 3000, embedding_dim 0, towers 5.
+            and optionally seed; omitted keys take the trainer's defaults ({hparam_defaults}).
         seed: Random seed of every set that does not name its own.
         min_improvement: Deploy the best model only when its RMSE is at least this much lower
             than the RMSE of the model the endpoint serves now (0: deploy when not worse).
             Without a served model the best one is deployed.
         compare_rows: Clean validation rows both models are measured on for the decision.
-        target: Where the endpoint is: "local" (a server on this machine) or "vertex".
+        target: Where the endpoint is: "local" (a server on this machine) or "vertex" (a kfp
+            cluster Service records no model to measure as the champion, so kfp is refused).
         endpoint_name: Display name of the endpoint guarded by the champion/challenger decision.
         instances_file: JSON-lines file of instances to predict after a deploy; empty for a
             validation sample.
@@ -98,7 +101,9 @@ def taxifare_sweep(
         The decision: "deploy" (the best model now serves) or "keep" (the champion still serves).
     """
     # A bad hyperparameter set fails the run before any data is copied or any model trained.
-    trials_task = check_trials(trials=trials, seed=seed).set_display_name("check hyperparameter sets")
+    trials_task = check_trials(
+        trials=trials, seed=seed, target=target, serving_steps=list(SERVING_STEPS)
+    ).set_display_name("check hyperparameter sets")
 
     ingest_task, validate_task = data_steps(
         source=source,
@@ -113,17 +118,9 @@ def taxifare_sweep(
     ingest_task.after(trials_task)
 
     with dsl.ParallelFor(trials_task.output, parallelism=MAX_PARALLEL_TRAININGS, name="trainings") as trial:
-        train_task = train(
-            train_data=validate_task.outputs["clean_train"],
-            valid_data=validate_task.outputs["clean_valid"],
-            train_steps=trial.train_steps,
-            batch_size=trial.batch_size,
-            hidden_units=trial.hidden_units,
-            learning_rate=trial.learning_rate,
-            seed=trial.seed,
-            embedding_dim=trial.embedding_dim,
-            towers=trial.towers,
-        ).set_display_name("train")
+        train_task = train_step(
+            validate_task=validate_task, hyper={name: getattr(trial, name) for name in hparams.NAMES}
+        )
 
     select_task = select_best(
         rmses=dsl.Collected(train_task.outputs["rmse"]),

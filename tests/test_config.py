@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainer import config
+from trainer import config, storage
 from trainer.config import ConfigError, Settings, load_settings
 
 
@@ -19,7 +19,7 @@ def _clean_env(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("name", ["taxifare-ml", "my_bucket.v2", "abc", "a" * 63, "example.com.taxi-data"])
 def test_valid_bucket_names(name):
-    assert config.check_bucket_name(name) == name
+    assert storage.check_bucket_name(name) == name
 
 
 @pytest.mark.parametrize(
@@ -40,7 +40,7 @@ def test_valid_bucket_names(name):
 )
 def test_bad_bucket_names(name, expected):
     with pytest.raises(ValueError, match=expected):
-        config.check_bucket_name(name)
+        storage.check_bucket_name(name)
 
 
 @pytest.mark.parametrize("region", ["us-central1", "europe-west4", "northamerica-northeast1", "asia-southeast2"])

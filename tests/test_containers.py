@@ -386,11 +386,7 @@ def test_custom_job_worker_pools_train_one_model_in_containers(image, tmp_path):
         train_data=str(train),
         eval_data=str(valid),
         output_dir=str(output_dir),
-        train_steps=20,
-        batch_size=128,
-        hidden_units="16 8",
-        learning_rate=0.01,
-        seed=4,
+        hyper={"train_steps": 20, "batch_size": 128, "hidden_units": "16 8", "learning_rate": 0.01, "seed": 4},
     )
     pools = vertex.worker_pool_specs(image=image, args=args, replica_count=2)
     cluster = {"chief": [f"127.0.0.1:{free_port()}"], "worker": [f"127.0.0.1:{free_port()}"]}

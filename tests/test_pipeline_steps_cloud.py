@@ -6,7 +6,9 @@ import json
 import pytest
 from kfp import dsl
 
-from trainer import pipeline_steps, storage
+from components.deploy import deploy
+from components.train import train
+from trainer import storage
 
 
 @pytest.fixture
@@ -30,7 +32,7 @@ def test_train_step_on_vertex_runs_a_custom_job_and_reads_its_output(
     metrics = dsl.Metrics(uri=str(lab_model_dir.parent / "metrics"))
     evaluation = dsl.HTML(uri=str(lab_model_dir.parent / "evaluation.html"))
 
-    rmse, _ = pipeline_steps.run_train(
+    rmse, _ = train.python_func(
         train_data=train_data,
         valid_data=valid_data,
         train_steps=300,
@@ -38,6 +40,8 @@ def test_train_step_on_vertex_runs_a_custom_job_and_reads_its_output(
         hidden_units="32 16",
         learning_rate=0.01,
         seed=3,
+        embedding_dim=0,
+        towers=1,
         model=model,
         metrics=metrics,
         evaluation=evaluation,
@@ -72,7 +76,7 @@ def _valid_csv(model_dir):
 
 def test_unknown_target_is_refused_before_any_call():
     with pytest.raises(ValueError, match="target='gke': expected one of local, vertex, kfp"):
-        pipeline_steps.run_deploy(
+        deploy.python_func(
             exported_model=dsl.Model(uri="gs://b/m/1"),
             target="gke",
             endpoint_name="taxifare",
@@ -84,7 +88,7 @@ def test_unknown_target_is_refused_before_any_call():
 
 def test_unknown_train_runner_is_refused_before_any_work():
     with pytest.raises(ValueError, match="train runner='gpu': expected one of task, vertex"):
-        pipeline_steps.run_train(
+        train.python_func(
             train_data=dsl.Dataset(uri="/tmp/t"),
             valid_data=dsl.Dataset(uri="/tmp/v"),
             train_steps=1,
@@ -92,6 +96,8 @@ def test_unknown_train_runner_is_refused_before_any_work():
             hidden_units="8",
             learning_rate=0.1,
             seed=0,
+            embedding_dim=0,
+            towers=1,
             model=dsl.Model(uri="/tmp/m"),
             metrics=dsl.Metrics(uri="/tmp/x"),
             evaluation=dsl.HTML(uri="/tmp/e"),

@@ -9,16 +9,18 @@ import matplotlib.image
 import pytest
 from kfp import dsl
 
+from components.select_best import select_best
+from pipelines import params
 from pipelines.taxifare import taxifare
 from pipelines.taxifare_sweep import DEFAULT_TRIALS, taxifare_sweep
-from trainer import pipeline_steps, sweep
+from trainer import hparams, hypertune, selection, sweep_report
 
-TAXIFARE_PARAMS = sweep.pipeline_parameters(taxifare)
+TAXIFARE_PARAMS = params.parameters_of(taxifare)
 
 
 # -- hyperparameter sets -----------------------------------------------------------------------
 def test_trials_are_completed_with_defaults_and_exact_types():
-    checked = sweep.parse_trials(
+    checked = hparams.parse_sets(
         [{"hidden_units": "64,32", "train_steps": 300.0}, {"hidden_units": [8, 4], "learning_rate": 1}], seed=7
     )
     assert checked[0] == {
@@ -35,7 +37,7 @@ def test_trials_are_completed_with_defaults_and_exact_types():
 
 
 def test_default_trials_of_the_pipeline_are_valid_and_distinct():
-    checked = sweep.parse_trials(DEFAULT_TRIALS, seed=42)
+    checked = hparams.parse_sets(DEFAULT_TRIALS, seed=42)
     assert len(checked) >= 3
     assert len({json.dumps(t, sort_keys=True) for t in checked}) == len(checked)
 
@@ -47,7 +49,7 @@ def test_default_trials_of_the_pipeline_are_valid_and_distinct():
         ([{"steps": 10}], "hyperparameter set 0: steps: unknown name"),
         ([{}, {"learning_rate": "0.1"}], "hyperparameter set 1: learning_rate: expected a number, got str"),
         ([{"train_steps": 1.5}], "train_steps: Input should be a valid integer"),
-        ([{"batch_size": 0}], "batch_size: Input should be greater than 0"),
+        ([{"batch_size": 0}], "batch_size: must be > 0, got 0"),
         ([{"hidden_units": "64 x"}], 'hidden_units: expected layer sizes like "64 32"'),
         ([{"hidden_units": "0"}], "expected positive layer sizes"),
         ([{"batch_size": True}], "expected a number, got bool"),
@@ -55,19 +57,21 @@ def test_default_trials_of_the_pipeline_are_valid_and_distinct():
     ],
 )
 def test_bad_trials_give_one_clear_error(trials, expected):
-    with pytest.raises(sweep.SweepError) as info:
-        sweep.parse_trials(trials)
+    with pytest.raises(hparams.HyperparameterError) as info:
+        hparams.parse_sets(trials)
     assert expected in str(info.value)
 
 
 def test_unknown_trial_name_lists_the_valid_names():
-    with pytest.raises(sweep.SweepError, match="valid names: hidden_units, learning_rate, batch_size, train_steps"):
-        sweep.parse_trials([{"hidden_unit": "8"}])
+    with pytest.raises(
+        hparams.HyperparameterError, match="valid names: train_steps, batch_size, hidden_units, learning_rate"
+    ):
+        hparams.parse_sets([{"hidden_unit": "8"}])
 
 
 # -- grids -------------------------------------------------------------------------------------
 def test_grid_points_are_the_cartesian_product_in_file_order():
-    grid = sweep.parse_grid({"train_steps": [10, 20], "learning_rate": [1, 0.01]}, TAXIFARE_PARAMS)
+    grid = params.parse_grid({"train_steps": [10, 20], "learning_rate": [1, 0.01]}, TAXIFARE_PARAMS)
     assert len(grid) == 4
     assert grid.points() == [
         {"train_steps": 10, "learning_rate": 1.0},
@@ -79,11 +83,11 @@ def test_grid_points_are_the_cartesian_product_in_file_order():
 
 
 def test_grid_is_checked_against_the_sweep_pipeline_too():
-    params = sweep.pipeline_parameters(taxifare_sweep)
-    grid = sweep.parse_grid({"min_improvement": [0.0, 0.5], "trials": [[{"train_steps": 5}]]}, params)
+    declared = params.parameters_of(taxifare_sweep)
+    grid = params.parse_grid({"min_improvement": [0.0, 0.5], "trials": [[{"train_steps": 5}]]}, declared)
     assert len(grid) == 2
-    with pytest.raises(sweep.SweepError, match="trials\\[0\\]: expected list"):
-        sweep.parse_grid({"trials": [{"train_steps": 5}]}, params)
+    with pytest.raises(params.ParameterError, match="trials\\[0\\]: expected list"):
+        params.parse_grid({"trials": [{"train_steps": 5}]}, declared)
 
 
 @pytest.mark.parametrize(
@@ -103,15 +107,15 @@ def test_grid_is_checked_against_the_sweep_pipeline_too():
     ],
 )
 def test_bad_grid_gives_one_clear_error(grid, expected):
-    with pytest.raises(sweep.SweepError) as info:
-        sweep.parse_grid(grid, TAXIFARE_PARAMS, source="grid.yaml")
+    with pytest.raises(params.ParameterError) as info:
+        params.parse_grid(grid, TAXIFARE_PARAMS, source="grid.yaml")
     assert str(info.value).startswith("grid.yaml: ")
     assert expected in str(info.value)
 
 
 def test_unknown_name_error_lists_every_valid_name():
-    with pytest.raises(sweep.SweepError) as info:
-        sweep.parse_grid({"steps": [1], "lr": [0.1]}, TAXIFARE_PARAMS)
+    with pytest.raises(params.ParameterError) as info:
+        params.parse_grid({"steps": [1], "lr": [0.1]}, TAXIFARE_PARAMS)
     message = str(info.value)
     assert "unknown parameters 'steps', 'lr'" in message
     for name in TAXIFARE_PARAMS:
@@ -121,48 +125,48 @@ def test_unknown_name_error_lists_every_valid_name():
 def test_load_grid_reads_yaml_and_names_the_file(tmp_path):
     path = tmp_path / "grid.yaml"
     path.write_text("train_steps: [100, 300]\nhidden_units: ['64 32', '32 16']\n")
-    grid = sweep.load_grid(path, TAXIFARE_PARAMS)
+    grid = params.load_grid(path, TAXIFARE_PARAMS)
     assert grid.names == ["train_steps", "hidden_units"] and len(grid) == 4
     path.write_text("train_steps: [100, 300\n")
-    with pytest.raises(sweep.SweepError, match="grid.yaml: not valid YAML"):
-        sweep.load_grid(path, TAXIFARE_PARAMS)
+    with pytest.raises(params.ParameterError, match="grid.yaml: not valid YAML"):
+        params.load_grid(path, TAXIFARE_PARAMS)
     path.write_text("")
-    with pytest.raises(sweep.SweepError, match="grid.yaml: the grid is empty"):
-        sweep.load_grid(path, TAXIFARE_PARAMS)
-    with pytest.raises(sweep.SweepError, match="no such grid file"):
-        sweep.load_grid(tmp_path / "missing.yaml", TAXIFARE_PARAMS)
+    with pytest.raises(params.ParameterError, match="grid.yaml: the grid is empty"):
+        params.load_grid(path, TAXIFARE_PARAMS)
+    with pytest.raises(params.ParameterError, match="no such grid file"):
+        params.load_grid(tmp_path / "missing.yaml", TAXIFARE_PARAMS)
 
 
 def test_fixed_parameters_are_checked_the_same_way():
-    assert sweep.check_parameters({"source": "synthetic://?rows=10"}, TAXIFARE_PARAMS, where="--param") == {
+    assert params.validate(TAXIFARE_PARAMS, {"source": "synthetic://?rows=10"}, strict=True) == {
         "source": "synthetic://?rows=10"
     }
-    with pytest.raises(sweep.SweepError, match="--param: wrong value type: smoke_steps"):
-        sweep.check_parameters({"smoke_steps": "ten"}, TAXIFARE_PARAMS, where="--param")
+    with pytest.raises(params.ParameterError, match="parameter 'smoke_steps'"):
+        params.validate(TAXIFARE_PARAMS, {"smoke_steps": "ten"}, strict=True)
 
 
 # -- best pick ---------------------------------------------------------------------------------
 def test_best_is_the_lowest_rmse_and_ties_go_to_the_earliest():
-    assert sweep.best_index([3.0, 2.5, 4.0]) == 1
-    assert sweep.best_index([3.0, 2.0, 2.0, 2.0]) == 1
-    assert sweep.best_index([float("nan"), None, 5.0, float("inf"), -1.0]) == 2
-    with pytest.raises(sweep.SweepError, match="no usable RMSE"):
-        sweep.best_index([float("nan"), None])
+    assert selection.best_index([3.0, 2.5, 4.0]) == 1
+    assert selection.best_index([3.0, 2.0, 2.0, 2.0]) == 1
+    assert selection.best_index([float("nan"), None, 5.0, float("inf"), -1.0]) == 2
+    with pytest.raises(selection.SweepError, match="no usable RMSE"):
+        selection.best_index([float("nan"), None])
 
 
 def test_rank_puts_failures_last_and_breaks_ties_by_index():
     results = [
-        sweep.TrialResult(0, {"a": 1}, rmse=3.0),
-        sweep.TrialResult(1, {"a": 2}, error="trainer exited with code 2"),
-        sweep.TrialResult(2, {"a": 3}, rmse=2.0),
-        sweep.TrialResult(3, {"a": 4}, rmse=2.0),
+        selection.TrialResult(0, {"a": 1}, rmse=3.0),
+        selection.TrialResult(1, {"a": 2}, error="trainer exited with code 2"),
+        selection.TrialResult(2, {"a": 3}, rmse=2.0),
+        selection.TrialResult(3, {"a": 4}, rmse=2.0),
     ]
-    assert [r.index for r in sweep.rank(results)] == [2, 3, 0, 1]
+    assert [r.index for r in selection.rank(results)] == [2, 3, 0, 1]
 
 
 # -- champion / challenger ---------------------------------------------------------------------
 def test_no_champion_deploys():
-    decision = sweep.decide(3.2, None, min_improvement=0.5)
+    decision = selection.decide(3.2, None, min_improvement=0.5)
     assert decision.deploy and decision.verdict == "deploy" and decision.threshold is None
 
 
@@ -178,7 +182,7 @@ def test_no_champion_deploys():
     ],
 )
 def test_champion_challenger_decision_both_ways(challenger, champion, min_improvement, deploy):
-    decision = sweep.decide(challenger, champion, min_improvement)
+    decision = selection.decide(challenger, champion, min_improvement)
     assert decision.deploy is deploy
     assert decision.threshold == pytest.approx(champion - min_improvement)
     assert ("deploy the challenger" if deploy else "keep the champion") in decision.reason
@@ -193,42 +197,44 @@ def test_champion_challenger_decision_both_ways(challenger, champion, min_improv
     ],
 )
 def test_decision_rejects_nonsense(args, expected):
-    with pytest.raises(sweep.SweepError, match=expected):
-        sweep.decide(*args)
+    with pytest.raises(selection.SweepError, match=expected):
+        selection.decide(*args)
 
 
 def test_decision_markdown_records_the_decision_and_both_figures():
-    decision = sweep.decide(3.25, 4.5, 0.5)
-    text = sweep.decision_markdown(
+    decision = selection.decide(3.25, 4.5, 0.5)
+    text = sweep_report.decision_markdown(
         decision,
-        champion=sweep.Champion(4.5, "local endpoint http://127.0.0.1:1234/predict", "gs://b/p/models/1"),
-        challenger=sweep.TrialResult(1, {"train_steps": 300}, rmse=3.1, run="/root/train/model"),
+        champion=selection.Champion(4.5, "local endpoint http://127.0.0.1:1234/predict", "gs://b/p/models/1"),
+        challenger=selection.TrialResult(1, {"train_steps": 300}, rmse=3.1, run="/root/train/model"),
         compared_rows=300,
         results=[
-            sweep.TrialResult(0, {"train_steps": 5}, rmse=9.0),
-            sweep.TrialResult(1, {"train_steps": 300}, rmse=3.1),
+            selection.TrialResult(0, {"train_steps": 5}, rmse=9.0),
+            selection.TrialResult(1, {"train_steps": 300}, rmse=3.1),
         ],
         endpoint_name="taxifare",
     )
     assert "**Deploy the challenger**" in text
     assert "3.2500" in text and "4.5000" in text and "min_improvement: 0.5" in text
     assert "same 300 clean validation rows" in text and "gs://b/p/models/1" in text
-    assert "| 1 | 1 | — | — | — | 300 | — | — | 3.1000 | succeeded |" in text  # the sweep table, best first
+    assert "| 1 | 1 | 300 | — | — | — | — | — | 3.1000 | succeeded |" in text  # the sweep table, best first
 
 
 # -- CSV and PNG -------------------------------------------------------------------------------
 def _results():
     return [
-        sweep.TrialResult(0, {"train_steps": 10, "hidden_units": "8"}, rmse=6.0, metrics={"mae": 4.0}, wall_s=3.0),
-        sweep.TrialResult(1, {"train_steps": 10, "hidden_units": "16 8"}, rmse=5.0, metrics={"mae": 3.5}),
-        sweep.TrialResult(2, {"train_steps": 300, "hidden_units": "8"}, error="step train failed: boom"),
-        sweep.TrialResult(3, {"train_steps": 300, "hidden_units": "16 8"}, rmse=3.0, metrics={"mae": 2.0}),
+        selection.TrialResult(0, {"train_steps": 10, "hidden_units": "8"}, rmse=6.0, metrics={"mae": 4.0}, wall_s=3.0),
+        selection.TrialResult(1, {"train_steps": 10, "hidden_units": "16 8"}, rmse=5.0, metrics={"mae": 3.5}),
+        selection.TrialResult(2, {"train_steps": 300, "hidden_units": "8"}, error="step train failed: boom"),
+        selection.TrialResult(3, {"train_steps": 300, "hidden_units": "16 8"}, rmse=3.0, metrics={"mae": 2.0}),
     ]
 
 
 def test_results_csv_is_ranked_with_failures_and_their_errors(tmp_path):
-    path = sweep.write_results_csv(_results(), tmp_path / "sweep" / "results.csv", ["train_steps", "hidden_units"])
-    rows = sweep.read_results_csv(path)
+    path = sweep_report.write_results_csv(
+        _results(), tmp_path / "sweep" / "results.csv", ["train_steps", "hidden_units"]
+    )
+    rows = sweep_report.read_results_csv(path)
     assert [r["index"] for r in rows] == ["3", "1", "0", "2"]
     assert [r["rank"] for r in rows] == ["1", "2", "3", ""]
     assert rows[0]["rmse"] == "3.0" and rows[0]["mae"] == "2.0" and rows[0]["hidden_units"] == "16 8"
@@ -237,17 +243,17 @@ def test_results_csv_is_ranked_with_failures_and_their_errors(tmp_path):
 
 
 def test_plot_has_one_panel_per_swept_parameter(tmp_path):
-    path = sweep.plot_rmse(_results(), tmp_path / "rmse.png", ["train_steps", "hidden_units"])
+    path = sweep_report.plot_rmse(_results(), tmp_path / "rmse.png", ["train_steps", "hidden_units"])
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     height, width, _ = matplotlib.image.imread(path).shape
     assert width > 1.7 * height  # two panels side by side
-    single = sweep.plot_rmse(_results(), tmp_path / "one.png", ["train_steps"])
+    single = sweep_report.plot_rmse(_results(), tmp_path / "one.png", ["train_steps"])
     assert matplotlib.image.imread(single).shape[1] < width
 
 
 def test_plot_with_no_successful_point_still_writes_a_figure(tmp_path):
-    failed = [sweep.TrialResult(0, {"train_steps": 1}, error="boom")]
-    assert sweep.plot_rmse(failed, tmp_path / "none.png", ["train_steps"]).stat().st_size > 0
+    failed = [selection.TrialResult(0, {"train_steps": 1}, error="boom")]
+    assert sweep_report.plot_rmse(failed, tmp_path / "none.png", ["train_steps"]).stat().st_size > 0
 
 
 # -- select_best step with real KFP artifacts --------------------------------------------------
@@ -262,14 +268,14 @@ def _output(cls, tmp_path, name):
 
 
 def test_select_best_points_at_the_winner_and_writes_leaderboard_and_plot(tmp_path):
-    trials = sweep.parse_trials([{"train_steps": 5}, {"train_steps": 300}, {"train_steps": 6}], seed=1)
+    trials = hparams.parse_sets([{"train_steps": 5}, {"train_steps": 300}, {"train_steps": 6}], seed=1)
     models = [_model(tmp_path, f"m{i}", r) for i, r in enumerate([9.0, 3.0, 8.5])]
     best, board, plot = (
         _output(dsl.Model, tmp_path, "best"),
         _output(dsl.Markdown, tmp_path, "board"),
         _output(dsl.HTML, tmp_path, "plot"),
     )
-    out = pipeline_steps.run_select_best(
+    out = select_best.python_func(
         rmses=[9.0, 3.0, 8.5], models=models, trials=trials, best_model=best, leaderboard=board, plot=plot
     )
     assert (out.best_index, out.best_rmse) == (1, 3.0)
@@ -280,7 +286,7 @@ def test_select_best_points_at_the_winner_and_writes_leaderboard_and_plot(tmp_pa
 
 
 def test_select_best_refuses_collected_outputs_that_disagree(tmp_path):
-    trials = sweep.parse_trials([{}, {}])
+    trials = hparams.parse_sets([{}, {}])
     models = [_model(tmp_path, "a", 3.0), _model(tmp_path, "b", 4.0)]
     kwargs = dict(
         best_model=_output(dsl.Model, tmp_path, "best"),
@@ -288,9 +294,9 @@ def test_select_best_refuses_collected_outputs_that_disagree(tmp_path):
         plot=_output(dsl.HTML, tmp_path, "p"),
     )
     with pytest.raises(ValueError, match="disagree at position 0"):
-        pipeline_steps.run_select_best(rmses=[4.0, 3.0], models=models, trials=trials, **kwargs)
+        select_best.python_func(rmses=[4.0, 3.0], models=models, trials=trials, **kwargs)
     with pytest.raises(ValueError, match="collected 1 RMSEs and 2 models for 2"):
-        pipeline_steps.run_select_best(rmses=[4.0], models=models, trials=trials, **kwargs)
+        select_best.python_func(rmses=[4.0], models=models, trials=trials, **kwargs)
 
 
 # -- hyperparameter-tuning trial hook -----------------------------------------------------------
@@ -303,7 +309,7 @@ def test_trial_arguments_use_the_trial_folder_and_fuse_paths():
         "gs://b/p/tuning/out",
         "--hidden_units=64 32",
     ]
-    args = sweep.trial_argv(argv, {"AIP_MODEL_DIR": "gs://b/p/tuning/job/7/model/"})
+    args = hypertune.trial_argv(argv, {"AIP_MODEL_DIR": "gs://b/p/tuning/job/7/model/"})
     assert args[:4] == [
         "--train_data_paths",
         "/gcs/b/p/train.csv",
@@ -311,14 +317,14 @@ def test_trial_arguments_use_the_trial_folder_and_fuse_paths():
         "--hidden_units=64 32",
     ]
     assert args[-2:] == ["--output_dir", "/gcs/b/p/tuning/job/7/model"]
-    assert sweep.trial_argv(["--output_dir", "/tmp/x"], {}) == ["--output_dir", "/tmp/x"]
+    assert hypertune.trial_argv(["--output_dir", "/tmp/x"], {}) == ["--output_dir", "/tmp/x"]
 
 
 def test_metric_is_reported_with_cloudml_hypertune(tmp_path, monkeypatch):
     metric_file = tmp_path / "hypertune" / "output.metrics"
     monkeypatch.setenv("CLOUD_ML_HP_METRIC_FILE", str(metric_file))
     monkeypatch.setenv("CLOUD_ML_TRIAL_ID", "7")
-    assert sweep.report_hypertune_metric(3.25, global_step=300) == metric_file
+    assert hypertune.report_hypertune_metric(3.25, global_step=300) == metric_file
     (line,) = metric_file.read_text().splitlines()
     record = json.loads(line)
     assert record["rmse"] == "3.25" and record["trial"] == "7" and record["global_step"] == "300"
@@ -372,7 +378,7 @@ def test_sweep_graph_trains_in_parallel_then_guards_the_deploy(sweep_spec):
 def test_sweep_parameters_are_typed_documented_and_defaulted(sweep_spec):
     _, spec = sweep_spec
     declared = spec["root"]["inputDefinitions"]["parameters"]
-    assert set(declared) == set(sweep.pipeline_parameters(taxifare_sweep))
+    assert set(declared) == set(params.parameters_of(taxifare_sweep))
     for name, definition in declared.items():
         assert "defaultValue" in definition, name
         assert definition.get("description"), f"{name} is not documented"
@@ -383,7 +389,7 @@ def test_sweep_parameters_are_typed_documented_and_defaulted(sweep_spec):
 
 # -- the CLI's own logic -----------------------------------------------------------------------
 def test_local_workers_never_exceed_the_cores_or_the_points():
-    from pipelines.cli.sweep import local_workers
+    from pipelines.local.sweep import local_workers
 
     assert local_workers(None, 4, available=2) == 2
     assert local_workers(8, 4, available=2) == 2
@@ -394,7 +400,7 @@ def test_local_workers_never_exceed_the_cores_or_the_points():
 
 
 def test_run_metrics_read_the_taxifare_and_the_sweep_pipelines():
-    from pipelines.cli.sweep import run_metrics
+    from pipelines.local.sweep import run_metrics
 
     taxifare_run = run_metrics({"train": {"rmse": 4.2, "mae": 3.1}}, {"Output": 4.4}, 4.4)
     assert taxifare_run == {"rmse": 4.2, "metrics": {"mae": 3.1, "endpoint_rmse": 4.4}}
@@ -446,7 +452,7 @@ def test_run_metrics_read_the_taxifare_and_the_sweep_pipelines():
             "t.yaml: hyperparameter set 0: hidden_units",
         ),
         (["sweep-run", "--trials", "t.yaml"], {"t.yaml": "[]"}, "no hyperparameter sets"),
-        (["sweep-run", "-p", "min_improvment=1"], {}, "unknown parameter 'min_improvment'; valid names: project"),
+        (["sweep-run", "-p", "min_improvment=1"], {}, "unknown parameter 'min_improvment' valid parameters: project"),
     ],
 )
 def test_cli_input_errors_stop_before_anything_runs(tmp_path, monkeypatch, args, files, expected):

@@ -193,7 +193,7 @@ def test_tuner_runs_a_hyperparameter_tuning_job_over_the_trainer(contract_server
     container = pool["containerSpec"]
     assert container["imageUri"] == IMAGE
     # each trial: the trainer's own flags; Vertex appends --hidden_units=… --learning_rate=…
-    assert container["command"] == ["python", "-m", "trainer.sweep"]
+    assert container["command"] == ["python", "-m", "trainer.hypertune"]
     assert container["args"] == [
         "--train_data_paths",
         f"/gcs/{cloud_env}/taxifare/data/lab-0123/train.csv",
@@ -219,7 +219,11 @@ def test_tuner_runs_a_hyperparameter_tuning_job_over_the_trainer(contract_server
 @pytest.mark.parametrize(
     ("grid", "extra", "expected"),
     [
-        ("source: ['synthetic://']\n", [], "unknown parameter 'source'; valid names: hidden_units, learning_rate"),
+        (
+            "source: ['synthetic://']\n",
+            [],
+            "unknown parameter 'source'; valid names: train_steps, batch_size, hidden_units, learning_rate",
+        ),
         ("learning_rate: [0.01]\n", [], "--tuner vertex needs --train-data and --eval-data"),
         (
             "learning_rate: [0.01]\n",
@@ -297,12 +301,13 @@ INSTANCES = [
 
 
 def test_vertex_champion_rmse_comes_from_the_served_endpoint(vertex_contract, monkeypatch):
-    from trainer import sweep
+    from trainer import selection
+    from trainer.selection import measure_champion
 
     monkeypatch.setenv("TAXIFARE_API_ENDPOINT", vertex_contract.url)
     vertex_contract.load("vertex_champion_endpoint")
     labels = [11.0, 12.0, 9.0, 20.0]  # the recorded answers are 10, 12, 8, 20
-    champion = sweep.measure_champion(
+    champion = measure_champion(
         target="vertex",
         endpoint_name="taxifare",
         instances=INSTANCES,
@@ -318,15 +323,15 @@ def test_vertex_champion_rmse_comes_from_the_served_endpoint(vertex_contract, mo
     assert listing.query["filter"] == 'display_name="taxifare"'
     predicts = vertex_contract.calls("POST", r".*/endpoints/4200000000000000009:predict")
     assert [p.body["instances"] for p in predicts] == [INSTANCES[:2], INSTANCES[2:]]
-    assert sweep.decide(0.5, champion.rmse, 0.2).deploy and not sweep.decide(0.6, champion.rmse, 0.2).deploy
+    assert selection.decide(0.5, champion.rmse, 0.2).deploy and not selection.decide(0.6, champion.rmse, 0.2).deploy
 
 
 def test_no_vertex_endpoint_means_no_champion(vertex_contract, monkeypatch):
-    from trainer import sweep
+    from trainer.selection import measure_champion
 
     monkeypatch.setenv("TAXIFARE_API_ENDPOINT", vertex_contract.url)
     vertex_contract.add("GET", r"/v1/projects/[^/]+/locations/[^/]+/endpoints", {"endpoints": []})
-    champion = sweep.measure_champion(
+    champion = measure_champion(
         target="vertex",
         endpoint_name="taxifare",
         instances=INSTANCES,

@@ -148,9 +148,9 @@ def test_cli_sweep_over_a_2x2_grid_writes_table_csv_and_plot(tmp_path, monkeypat
     assert result.exit_code == 1, result.output
     assert "2 of 4 grid points failed" in result.output
     out = tmp_path / "build" / "sweep" / "grid-test"
-    from trainer import sweep
+    from trainer import sweep_report
 
-    rows = sweep.read_results_csv(out / "results.csv")
+    rows = sweep_report.read_results_csv(out / "results.csv")
     assert [(r["rank"], r["train_steps"], r["source"], r["status"]) for r in rows] == [
         ("1", "150", SOURCE, "succeeded"),
         ("2", "10", SOURCE, "succeeded"),
@@ -210,7 +210,8 @@ def test_tuning_trial_entry_point_trains_and_reports_to_hypertune(tmp_path):
 def test_champion_step_measures_the_served_model_through_its_endpoint(lab_model_dir, tmp_path, monkeypatch):
     from kfp import dsl
 
-    from trainer import local_endpoint, pipeline_steps, synth
+    from components.champion import champion
+    from trainer import local_endpoint, synth
 
     monkeypatch.setenv("TAXIFARE_STATE_DIR", str(tmp_path / "state"))
     valid = synth.write_csv(tmp_path / "valid.csv", rows=300, layout="lab", seed=4)
@@ -232,7 +233,7 @@ def test_champion_step_measures_the_served_model_through_its_endpoint(lab_model_
     def decide(name: str, min_improvement: float) -> tuple[str, dict, str]:
         report = dsl.Markdown(name="report", uri=str(tmp_path / name / "report"))
         metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / name / "metrics"))
-        verdict = pipeline_steps.run_champion(
+        verdict = champion.python_func(
             best_model=best,
             valid_data=valid_data,
             results=results,

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from trainer import model, task
+from trainer import hparams, task
 
 
 def test_lab_flags_parse():
@@ -23,21 +23,24 @@ def test_lab_flags_parse():
             "--job-dir=gs://b/job",
         ]
     )
-    assert args.hidden_units == [128, 32, 4]
+    assert args.hidden_units == (128, 32, 4)
     assert (args.train_steps, args.train_batch_size, args.eval_steps) == (1000, 128, 3)
     assert args.job_dir == "gs://b/job"
     defaults = task.build_parser().parse_args(["--train_data_paths=a", "--eval_data_paths=b", "--output_dir=o"])
     assert defaults.train_batch_size == 512
-    assert defaults.train_steps == model.DEFAULT_TRAIN_STEPS
-    assert defaults.hidden_units == list(model.DEFAULT_HIDDEN_UNITS)
-    assert (defaults.layout, defaults.seed, defaults.eval_steps) == ("auto", 0, None)
+    assert defaults.train_steps == hparams.DEFAULTS["train_steps"]
+    assert defaults.hidden_units == hparams.parse_hidden_units(hparams.DEFAULTS["hidden_units"])
+    assert (defaults.layout, defaults.seed, defaults.eval_steps) == ("auto", hparams.DEFAULTS["seed"], None)
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["--train_data_paths=a", "--eval_data_paths=b"], "--output_dir"),
-        (["--train_data_paths=a", "--eval_data_paths=b", "--output_dir=o", "--hidden_units=64 x"], "128 32 4"),
+        (
+            ["--train_data_paths=a", "--eval_data_paths=b", "--output_dir=o", "--hidden_units=64 x"],
+            "expected layer sizes like",
+        ),
         (["--train_data_paths=a", "--eval_data_paths=b", "--output_dir=o", "--train_steps=0"], "must be > 0"),
         (["--train_data_paths=a", "--eval_data_paths=b", "--output_dir=o", "--layout=csv"], "invalid choice"),
     ],
@@ -92,20 +95,6 @@ def test_taxifare_train_usage_error_exit_code():
 
     result = CliRunner().invoke(app, ["train", "--train_steps=-1"])
     assert result.exit_code == 2
-
-
-def test_feature_switch_defaults_agree_across_trainer_component_and_sweep():
-    """The train component and the sweep's hyperparameter sets default to the trainer's own values."""
-    import inspect
-
-    from components.train import train
-    from trainer import model, sweep
-
-    component = inspect.signature(train.python_func).parameters
-    assert component["embedding_dim"].default == model.DEFAULT_EMBEDDING_DIM
-    assert component["towers"].default == model.DEFAULT_TOWERS
-    assert sweep.HyperParams().embedding_dim == model.DEFAULT_EMBEDDING_DIM
-    assert sweep.HyperParams().towers == model.DEFAULT_TOWERS
 
 
 def test_feature_switches_reach_the_model(lab_csvs, tmp_path):

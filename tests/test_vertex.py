@@ -24,11 +24,7 @@ def _args():
         train_data="gs://taxifare-test/taxifare/data/train.csv",
         eval_data="gs://taxifare-test/taxifare/data/valid.csv",
         output_dir="gs://taxifare-test/taxifare/runs/r1",
-        train_steps=500,
-        batch_size=256,
-        hidden_units="64 32",
-        learning_rate=0.003,
-        seed=7,
+        hyper={"train_steps": 500, "batch_size": 256, "hidden_units": "64 32", "learning_rate": 0.003, "seed": 7},
     )
 
 
@@ -82,11 +78,7 @@ def test_train_on_vertex_runs_the_trainer_on_the_bucket(vertex_contract):
         train_data="gs://taxifare-test/taxifare/data/train.csv",
         eval_data="gs://taxifare-test/taxifare/data/valid.csv",
         output_dir="gs://taxifare-test/taxifare/runs/r2",
-        train_steps=100,
-        batch_size=64,
-        hidden_units="32 16",
-        learning_rate=0.01,
-        seed=1,
+        hyper={"train_steps": 100, "batch_size": 64, "hidden_units": "32 16", "learning_rate": 0.01, "seed": 1},
         replica_count=2,
         poll_interval_s=0.01,
         settings=SETTINGS,
@@ -109,11 +101,7 @@ def test_train_on_vertex_needs_bucket_locations():
             train_data="/tmp/train.csv",
             eval_data="gs://b/v.csv",
             output_dir="gs://b/out",
-            train_steps=1,
-            batch_size=1,
-            hidden_units="8",
-            learning_rate=0.1,
-            seed=0,
+            hyper={"train_steps": 1, "batch_size": 1, "hidden_units": "8", "learning_rate": 0.1, "seed": 0},
             settings=SETTINGS,
         )
 

@@ -11,13 +11,14 @@ which value is wrong, where it came from and what is expected.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from trainer.storage import check_bucket_name
 
 DEFAULT_IMAGE = "taxifare-pipelines:local"
 
@@ -34,9 +35,6 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message lists every bad value."""
 
 
-# https://cloud.google.com/storage/docs/buckets#naming
-_BUCKET_CHARS = re.compile(r"^[a-z0-9][a-z0-9._-]*[a-z0-9]$")
-_GOOGLE_LOOKALIKE = re.compile(r"g[o0]{2}gle")
 # Regions look like us-central1, europe-west4, northamerica-northeast1, me-central2.
 _REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
 # https://cloud.google.com/resource-manager/docs/creating-managing-projects (project ID rules);
@@ -54,33 +52,6 @@ _IMAGE = re.compile(
 )
 _PREFIX = re.compile(r"^[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*$")
 _API_ENDPOINT = re.compile(r"^(?:https?://)?[A-Za-z0-9.-]+(?::[0-9]{1,5})?/?$")
-
-
-def check_bucket_name(name: str) -> str:
-    """Returns ``name`` if it is a valid GCS bucket name, else raises ValueError saying why."""
-    if name.startswith("gs://"):
-        raise ValueError(f"bucket {name!r}: give the bucket name without gs://, e.g. {name[5:].split('/')[0]!r}")
-    if not 3 <= len(name) <= 222:
-        raise ValueError(f"bucket {name!r}: must be 3-63 characters (222 with dots), got {len(name)}")
-    if not _BUCKET_CHARS.match(name):
-        raise ValueError(
-            f"bucket {name!r}: only lowercase letters, digits, '-', '_' and '.', "
-            "starting and ending with a letter or digit"
-        )
-    components = name.split(".")
-    if "." not in name and len(name) > 63:
-        raise ValueError(f"bucket {name!r}: longer than 63 characters (only names with dots may be longer)")
-    if any(len(part) == 0 or len(part) > 63 for part in components):
-        raise ValueError(f"bucket {name!r}: each dot-separated part must be 1-63 characters")
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        pass
-    else:
-        raise ValueError(f"bucket {name!r}: cannot be an IP address")
-    if name.startswith("goog") or _GOOGLE_LOOKALIKE.search(name):
-        raise ValueError(f"bucket {name!r}: cannot start with 'goog' or contain 'google' or a look-alike")
-    return name
 
 
 def check_region(region: str) -> str:

@@ -17,53 +17,48 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import field, make_dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from trainer import data, schema
+from trainer import data, hparams, schema
 from trainer.features import CROSS_BUCKETS, GRID_CELLS, TaxiFeatures, Winsorize, feature_names
 from trainer.schema import Layout
 
 log = logging.getLogger(__name__)
 
-# Defaults tuned on the course's validation files (see pipelines/bench/model.py).
-DEFAULT_TRAIN_STEPS = 2000
-DEFAULT_BATCH_SIZE = 512
-DEFAULT_HIDDEN_UNITS = (64, 32)
-DEFAULT_LEARNING_RATE = 0.003
-DEFAULT_TOWERS = 5  # independently trained DNN heads, averaged: a cheap ensemble
+# The hyperparameters' defaults live in trainer.hparams; these are the model's fixed choices.
+_HP = hparams.config_defaults()
 DEFAULT_LOSS = "huber:5"  # squared error within $5, linear beyond: meter-less outlier fares weigh less
-DEFAULT_EMBEDDING_DIM = 0
 NORMALIZATION_SAMPLE_ROWS = 100_000
 EVAL_EVERY_STEPS = 500
 CACHE_MAX_ROWS = 10_000_000  # ~300 MB of parsed rows; larger data streams from the files every pass
 METADATA_FILE = "taxifare.json"
 
 
-@dataclass
-class TrainConfig:
-    train_data_paths: str | Sequence[str]
-    eval_data_paths: str | Sequence[str]
-    output_dir: str
-    train_steps: int = DEFAULT_TRAIN_STEPS
-    train_batch_size: int = DEFAULT_BATCH_SIZE
-    hidden_units: Sequence[int] = DEFAULT_HIDDEN_UNITS
-    learning_rate: float = DEFAULT_LEARNING_RATE
-    seed: int = 0
-    layout: str = "auto"
-    eval_steps: int | None = None
-    cache: bool | None = None  # None: cache the parsed rows when they fit (CACHE_MAX_ROWS)
-    embedding_dim: int = DEFAULT_EMBEDDING_DIM
-    dropout: float = 0.0
-    l2: float = 0.0
-    clip_quantile: float = 0.001
-    loss: str = DEFAULT_LOSS
-    towers: int = DEFAULT_TOWERS
+# The job's settings: where the data is, the hyperparameters (one field per trainer flag, typed
+# and defaulted by trainer.hparams) and the model's other knobs.
+TrainConfig = make_dataclass(
+    "TrainConfig",
+    [
+        ("train_data_paths", str | Sequence[str]),
+        ("eval_data_paths", str | Sequence[str]),
+        ("output_dir", str),
+        *((h.flag, Any, field(default=h.check(h.default))) for h in hparams.HPARAMS),
+        ("layout", str, field(default="auto")),
+        ("eval_steps", int | None, field(default=None)),
+        ("cache", bool | None, field(default=None)),  # None: cache the parsed rows when they fit (CACHE_MAX_ROWS)
+        ("dropout", float, field(default=0.0)),
+        ("l2", float, field(default=0.0)),
+        ("clip_quantile", float, field(default=0.001)),
+        ("loss", str, field(default=DEFAULT_LOSS)),
+    ],
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,16 +84,16 @@ def build_model(
     layout: Layout,
     normalization_sample: dict[str, np.ndarray],
     *,
-    hidden_units: Sequence[int] = DEFAULT_HIDDEN_UNITS,
-    learning_rate: float = DEFAULT_LEARNING_RATE,
-    train_steps: int = DEFAULT_TRAIN_STEPS,
+    hidden_units: Sequence[int] = _HP["hidden_units"],
+    learning_rate: float = _HP["learning_rate"],
+    train_steps: int = _HP["train_steps"],
     label_mean: float = 0.0,
-    embedding_dim: int = DEFAULT_EMBEDDING_DIM,
+    embedding_dim: int = _HP["embedding_dim"],
     dropout: float = 0.0,
     l2: float = 0.0,
     clip_quantile: float = 0.001,
     loss: str = DEFAULT_LOSS,
-    towers: int = DEFAULT_TOWERS,
+    towers: int = _HP["towers"],
 ) -> keras.Model:
     """The Keras model: raw fields → features → normalise → embeddings + DNN → fare.
 

@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import math
+from pathlib import Path
 
 import matplotlib
 
@@ -106,3 +107,23 @@ def evaluation_html(
 <table><tr><th>distance</th><th>trips</th><th>RMSE</th><th>mean error</th></tr>{bin_rows}</table>
 </body></html>
 """
+
+
+def evaluation_page(output_dir: Path, valid_path: Path, layout, results: dict) -> str:
+    """The HTML evaluation of a trained model on up to 5000 validation rows: predicted vs actual, error by distance."""
+    import numpy as np
+
+    from trainer import client, predictor
+
+    sample = client.sample_validation_rows(valid_path, layout, size=5000)
+    trained = predictor.Predictor.load(output_dir)
+    fares = np.asarray(trained.predict(sample.instances), dtype=np.float64)
+    actual = np.asarray(sample.labels, dtype=np.float64)
+    distance = haversine_km(
+        [i[layout.pickup_lon] for i in sample.instances],
+        [i[layout.pickup_lat] for i in sample.instances],
+        [i[layout.dropoff_lon] for i in sample.instances],
+        [i[layout.dropoff_lat] for i in sample.instances],
+    )
+    shown = {k: results[k] for k in ("rmse", "mae", "eval_rows", "train_rows") if k in results}
+    return evaluation_html(actual, fares, distance, title=f"taxifare evaluation ({layout.name})", metrics=shown)

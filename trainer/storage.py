@@ -78,29 +78,38 @@ class ChecksumMismatch(StorageError):
 
 # -- URIs ----------------------------------------------------------------------------------------
 _BUCKET_CHARS = re.compile(r"^[a-z0-9][a-z0-9._-]*[a-z0-9]$")
+_GOOGLE_LOOKALIKE = re.compile(r"g[o0]{2}gle")
 
 
 def is_gcs(uri: str | os.PathLike) -> bool:
     return isinstance(uri, str) and uri.startswith("gs://")
 
 
-def validate_bucket_name(name: str) -> str:
-    """Check ``name`` against the GCS bucket naming rules; return it or raise BucketNameError."""
+def check_bucket_name(name: str) -> str:
+    """Return ``name`` if it is a valid GCS bucket name, else raise BucketNameError saying why.
+
+    The rules of https://cloud.google.com/storage/docs/buckets#naming; the one check of a bucket
+    name in the project (the config, the CLI, ingest and the local run all call it).
+    """
 
     def bad(why: str) -> BucketNameError:
-        return BucketNameError(f"invalid bucket name {name!r}: {why}")
+        return BucketNameError(f"bucket {name!r}: {why}")
 
+    if name.startswith("gs://"):
+        raise bad(f"give the bucket name without gs://, e.g. {name[5:].split('/')[0]!r}")
     if not name:
         raise bad("empty")
     if "." in name:
         if len(name) > 222:
-            raise bad("longer than 222 characters")
+            raise bad(f"{len(name)} characters; at most 222 with dots")
         if any(len(part) > 63 or not part for part in name.split(".")):
             raise bad("each dot-separated part must be 1-63 characters")
-    elif not 3 <= len(name) <= 63:
-        raise bad(f"{len(name)} characters; expected 3-63")
+    elif len(name) > 63:
+        raise bad(f"longer than 63 characters ({len(name)}): 3-63, or up to 222 when the name has dots")
+    if len(name) < 3:
+        raise bad(f"must be 3-63 characters (222 with dots), got {len(name)}")
     if not _BUCKET_CHARS.match(name):
-        raise bad("use only lowercase letters, digits, '-', '_' and '.', starting and ending with a letter or digit")
+        raise bad("only lowercase letters, digits, '-', '_' and '.', starting and ending with a letter or digit")
     if ".." in name or ".-" in name or "-." in name:
         raise bad("no '..', '.-' or '-.' sequences")
     try:
@@ -108,10 +117,16 @@ def validate_bucket_name(name: str) -> str:
     except ValueError:
         pass
     else:
-        raise bad("must not look like an IP address")
-    if name.startswith("goog") or "google" in name or "g00gle" in name:
-        raise bad("must not start with 'goog' or contain 'google'")
+        raise bad("cannot be an IP address")
+    if name.startswith("goog") or _GOOGLE_LOOKALIKE.search(name):
+        raise bad("cannot start with 'goog' or contain 'google' or a look-alike")
     return name
+
+
+def fuse_path(uri: str) -> str:
+    """``gs://bucket/path`` → ``/gcs/bucket/path``: where Cloud Storage FUSE mounts the bucket in
+    Vertex AI jobs and pipeline tasks; anything else is returned unchanged."""
+    return "/gcs/" + uri[len("gs://") :] if is_gcs(uri) else uri
 
 
 def split_gcs_uri(uri: str) -> tuple[str, str]:
@@ -120,7 +135,7 @@ def split_gcs_uri(uri: str) -> tuple[str, str]:
         raise StorageError(f"not a gs:// URI: {uri!r}")
     rest = uri[len("gs://") :]
     bucket, _, name = rest.partition("/")
-    validate_bucket_name(bucket)
+    check_bucket_name(bucket)
     return bucket, name
 
 
@@ -270,7 +285,7 @@ def _bucket_missing(bucket: str) -> bool:
 
 def check_bucket(bucket: str) -> None:
     """Raise BucketNotFound (or another StorageError) unless the bucket exists and is reachable."""
-    validate_bucket_name(bucket)
+    check_bucket_name(bucket)
     if _bucket_missing(bucket):
         raise BucketNotFound(f"bucket gs://{bucket} does not exist (create it first)")
 

@@ -10,24 +10,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from trainer import data, model, schema
+from trainer import data, hparams, model, schema
 
 log = logging.getLogger(__name__)
 
+RUNNERS = ("task", "vertex")  # where a pipeline's train step runs this command line: in its task, or a CustomJob
 EXIT_USAGE = 2
 EXIT_DATA = 3
-
-
-def _hidden_units(text: str) -> list[int]:
-    try:
-        units = [int(u) for u in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'{text!r}: expected layer sizes like "128 32 4"') from None
-    if not units or any(u <= 0 for u in units):
-        raise argparse.ArgumentTypeError(f'{text!r}: expected positive layer sizes like "128 32 4"')
-    return units
 
 
 def _positive_int(text: str) -> int:
@@ -40,24 +32,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} must be > 0")
-    return value
+def command_line(
+    train_data_paths: str, eval_data_paths: str, output_dir: str, hyper: Mapping[str, Any] | None = None, **flags: str
+) -> list[str]:
+    """This command line's arguments: the data and output locations, every hyperparameter (by its
+    name in ``trainer.hparams``; missing ones take their defaults) and any other flag given."""
+    argv = ["--train_data_paths", train_data_paths, "--eval_data_paths", eval_data_paths, "--output_dir", output_dir]
+    argv += hparams.trainer_argv(hyper)
+    for flag, value in flags.items():
+        argv += [f"--{flag}", str(value)]
+    return argv
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,28 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train_data_paths", required=True, help="training CSVs: comma-separated files or globs")
     p.add_argument("--eval_data_paths", required=True, help="evaluation CSVs: comma-separated files or globs")
     p.add_argument("--output_dir", required=True, help="where export/, eval_metrics.json and tensorboard/ go")
-    p.add_argument("--train_steps", type=_positive_int, default=model.DEFAULT_TRAIN_STEPS, help="training batches")
-    p.add_argument("--train_batch_size", type=_positive_int, default=model.DEFAULT_BATCH_SIZE)
-    p.add_argument(
-        "--hidden_units",
-        type=_hidden_units,
-        default=list(model.DEFAULT_HIDDEN_UNITS),
-        help='hidden layer sizes, e.g. "128 32 4"',
-    )
-    p.add_argument("--learning_rate", type=_positive_float, default=model.DEFAULT_LEARNING_RATE)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--embedding_dim",
-        type=_non_negative_int,
-        default=model.DEFAULT_EMBEDDING_DIM,
-        help="feature switch: size of the learned pickup/dropoff grid-cell embeddings (0 = off)",
-    )
-    p.add_argument(
-        "--towers",
-        type=_positive_int,
-        default=model.DEFAULT_TOWERS,
-        help="independently trained DNN heads whose fares are averaged (1 = a single DNN)",
-    )
+    hparams.add_arguments(p)  # --train_steps, --train_batch_size, --hidden_units, …
     p.add_argument("--layout", choices=("auto", *schema.LAYOUTS), default="auto")
     p.add_argument(
         "--eval_steps",
@@ -114,15 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.train_data_paths,
             args.eval_data_paths,
             args.output_dir,
-            train_steps=args.train_steps,
-            train_batch_size=args.train_batch_size,
-            hidden_units=args.hidden_units,
-            learning_rate=args.learning_rate,
-            seed=args.seed,
             layout=args.layout,
             eval_steps=args.eval_steps,
-            embedding_dim=args.embedding_dim,
-            towers=args.towers,
+            **{h.flag: getattr(args, h.flag) for h in hparams.HPARAMS},
         )
     except (data.MalformedRowError, data.DataError, schema.LayoutError) as exc:
         log.error("%s", exc)

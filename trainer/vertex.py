@@ -12,10 +12,11 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from trainer import storage
 from trainer.config import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -64,52 +65,14 @@ def init(project: str, region: str, *, settings: Settings | None = None, staging
 
 
 # -- training as a CustomJob -------------------------------------------------------------------
-def gcs_fuse_path(uri: str) -> str:
-    """``gs://bucket/path`` → ``/gcs/bucket/path``: where Vertex mounts the bucket in a job."""
-    if uri.startswith("gs://"):
-        return "/gcs/" + uri[len("gs://") :]
-    return uri
-
-
 def trainer_args(
-    *,
-    train_data: str,
-    eval_data: str,
-    output_dir: str,
-    train_steps: int,
-    batch_size: int,
-    hidden_units: str,
-    learning_rate: float,
-    seed: int,
-    layout: str = "auto",
-    embedding_dim: int | None = None,
-    towers: int | None = None,
+    *, train_data: str, eval_data: str, output_dir: str, hyper: Mapping[str, Any], layout: str = "auto"
 ) -> list[str]:
     """The trainer's command line (the lab's flags) with gs:// locations as their /gcs/ mounts."""
-    args = [
-        "--train_data_paths",
-        gcs_fuse_path(train_data),
-        "--eval_data_paths",
-        gcs_fuse_path(eval_data),
-        "--output_dir",
-        gcs_fuse_path(output_dir),
-        "--train_steps",
-        str(train_steps),
-        "--train_batch_size",
-        str(batch_size),
-        "--hidden_units",
-        hidden_units,
-        "--learning_rate",
-        str(learning_rate),
-        "--seed",
-        str(seed),
-        "--layout",
-        layout,
-    ]
-    for name, value in (("embedding_dim", embedding_dim), ("towers", towers)):  # None: the trainer's default
-        if value is not None:
-            args += [f"--{name}", str(value)]
-    return args
+    from trainer import task
+
+    paths = (storage.fuse_path(train_data), storage.fuse_path(eval_data), storage.fuse_path(output_dir))
+    return task.command_line(*paths, hyper, layout=layout)
 
 
 def worker_pool_specs(
@@ -218,13 +181,7 @@ def train(
     train_data: str,
     eval_data: str,
     output_dir: str,
-    train_steps: int,
-    batch_size: int,
-    hidden_units: str,
-    learning_rate: float,
-    seed: int,
-    embedding_dim: int | None = None,
-    towers: int | None = None,
+    hyper: Mapping[str, Any],
     display_name: str = "taxifare-train",
     machine_type: str = "n1-standard-4",
     replica_count: int = 1,
@@ -243,18 +200,7 @@ def train(
         if not uri.startswith("gs://"):
             raise ValueError(f"{name} must be a gs:// URI a Vertex AI job can read, got {uri!r}")
     settings = settings or load_settings()
-    args = trainer_args(
-        train_data=train_data,
-        eval_data=eval_data,
-        output_dir=output_dir,
-        train_steps=train_steps,
-        batch_size=batch_size,
-        hidden_units=hidden_units,
-        learning_rate=learning_rate,
-        seed=seed,
-        embedding_dim=embedding_dim,
-        towers=towers,
-    )
+    args = trainer_args(train_data=train_data, eval_data=eval_data, output_dir=output_dir, hyper=hyper)
     return run_custom_job(
         project=project,
         region=region,

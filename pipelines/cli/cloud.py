@@ -11,15 +11,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from pipelines.cloud import PLATFORMS
+
 console = Console()
 err_console = Console(stderr=True)
 
 DEFAULT_TEMPLATE = Path("build/pipelines/taxifare.yaml")
 
 
-class Target(str, Enum):
-    vertex = "vertex"
-    kfp = "kfp"
+# typer shows an Enum's members as the choices of --target
+Target = Enum("Target", {name: name for name in PLATFORMS}, type=str)
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -147,7 +147,7 @@ def gcs_emulator_command(
     try:
         names = bucket or [load_settings().bucket]
         for name in names:
-            emulator.create_bucket(storage.validate_bucket_name(name))
+            emulator.create_bucket(storage.check_bucket_name(name))
         typer.echo(f"export STORAGE_EMULATOR_HOST={emulator.url}")
         typer.echo(f"buckets: {', '.join(names)}; data in {data_dir}; Ctrl-C stops it")
         stop_signals = {signal.SIGINT, signal.SIGTERM}

@@ -14,20 +14,6 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def parse_params(pairs: list[str]) -> dict:
-    """`k=v` pairs; values are read as JSON when they parse (numbers), else kept as strings."""
-    params = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"{pair!r}: expected NAME=VALUE", param_hint="--param")
-        try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key] = value
-    return params
-
-
 def _fail(message: str) -> None:
     err_console.print("error:", message, style="red", markup=False, highlight=False)
     raise typer.Exit(code=2)
@@ -63,7 +49,13 @@ def run_command(
 
     if not local:
         _fail("only --local runs here; use `taxifare submit --target vertex|kfp` for the cloud")
-    params = parse_params(param)
+    from pipelines import params as pipeline_params
+    from pipelines.taxifare import taxifare
+
+    try:
+        params = pipeline_params.validate(taxifare, pipeline_params.parse_assignments(param))
+    except ValueError as exc:
+        _fail(str(exc))
     if source is not None:
         params["source"] = source
     try:

@@ -10,18 +10,16 @@ Vertex AI HyperparameterTuningJob over the trainer with the grid as its search s
 from __future__ import annotations
 
 import logging
-import math
-import os
 import re
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import UTC, datetime
-from multiprocessing import get_context
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from pipelines.cloud import PLATFORMS
 
 log = logging.getLogger(__name__)
 # wide enough for a grid's columns and an error message when the output is not a terminal
@@ -29,12 +27,12 @@ console = Console(width=None if Console().is_terminal else 200)
 err_console = Console(stderr=True)
 
 DEFAULT_OUT = Path("build/sweep")
-TARGETS = ("local", "vertex", "kfp")
+RUN_ON = ("local", *PLATFORMS)  # where each grid point runs: this machine or a cloud platform
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,99}")
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    err_console.print("[red]error:[/red]", escape(message), highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -45,145 +43,35 @@ def default_name(pipeline: str, now: datetime | None = None) -> str:
     return f"{base}-sweep-{now:%Y%m%d-%H%M%S}"
 
 
-def local_workers(requested: int | None, points: int, available: int | None = None) -> int:
-    """How many grid points run at once locally: what was asked, capped by the cores and the points."""
-    from trainer.config import usable_cores
-
-    available = available or usable_cores()
-    if requested is not None and requested < 1:
-        raise ValueError(f"--parallel must be >= 1, got {requested}")
-    wanted = requested or available
-    if wanted > available:
-        log.warning("--parallel %d is more than the %d cores here; running %d at a time", wanted, available, available)
-    return max(1, min(wanted, available, points))
-
-
-# -- one grid point, in a worker process ---------------------------------------------------------
-def run_point_local(index: int, template: str, workdir: str, params: dict, enable_caching: bool = True) -> dict:
-    """Run the compiled pipeline for one grid point; never raises, the error goes into the result.
-
-    Runs in its own process: kfp.local's configuration and the emulator's environment variables
-    are process-wide. Its output (kfp.local is talkative) goes to WORKDIR/run.log.
-    """
-    workdir_path = Path(workdir)
-    workdir_path.mkdir(parents=True, exist_ok=True)
-    log_path = workdir_path / "run.log"
-    with open(log_path, "ab") as log_file:
-        os.dup2(log_file.fileno(), 1)
-        os.dup2(log_file.fileno(), 2)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    started = time.time()
-    result = {"index": index, "params": params, "run": str(workdir_path), "log": str(log_path)}
-    try:
-        from kfp import components
-
-        from pipelines.local.emulator import EmulatorError
-        from pipelines.local.run import RunError, run_local
-
-        pipeline = components.load_component_from_file(template)
-        try:
-            summary = run_local(workdir=workdir_path, params=params, pipeline=pipeline, enable_caching=enable_caching)
-        except (RunError, EmulatorError, ValueError) as exc:
-            result.update(error=str(exc), wall_s=time.time() - started)
-            return result
-    except Exception as exc:  # a worker reports every failure as its row instead of dying
-        logging.exception("grid point %d failed", index)
-        result.update(error=f"{type(exc).__name__}: {exc}", wall_s=time.time() - started)
-        return result
-    result.update(wall_s=summary.wall_s, **run_metrics(summary.facts, summary.outputs, summary.predict_rmse))
-    if result.get("rmse") is None:
-        result["error"] = "the run finished but reported no validation RMSE"
-    return result
-
-
-def run_metrics(facts: dict, outputs: dict, predict_rmse: float) -> dict:
-    """A local run's validation RMSE and the other figures worth a column."""
-    metrics: dict = {}
-    rmse = None
-    if "select_best" in facts:  # the sweep pipeline: its best training
-        rmse = facts["select_best"].get("best_rmse")
-        champion = facts.get("champion", {})
-        metrics.update(decision=champion.get("decision"), champion_rmse=champion.get("champion_rmse"))
-    elif "train" in facts:
-        rmse = facts["train"].get("rmse")
-        metrics["mae"] = facts["train"].get("mae")
-    if predict_rmse is not None and math.isfinite(predict_rmse) and predict_rmse >= 0:
-        metrics["endpoint_rmse"] = predict_rmse
-    return {"rmse": rmse, "metrics": {k: v for k, v in metrics.items() if v is not None}}
-
-
 # -- the sweep ------------------------------------------------------------------------------------
 def prepare(pipeline_name: str, grid_path: Path, fixed: dict):
-    """(pipeline parameters, grid, checked fixed values); every bad input is one SweepError."""
-    from pipelines.compile import pipeline_function
-    from trainer import sweep
+    """(grid, checked fixed values); every bad input is one ValueError naming it.
+
+    Every point's serving target is checked against the steps the pipeline needs, so a sweep that
+    one of its steps cannot serve is refused before any run starts.
+    """
+    from pipelines import params
+    from pipelines.compile import check_serving_target, pipeline_function
 
     function = pipeline_function(pipeline_name)
-    parameters = sweep.pipeline_parameters(function)
-    grid = sweep.load_grid(grid_path, parameters)
-    checked = sweep.check_parameters(fixed, parameters, where="--param")
+    grid = params.load_grid(grid_path, function)
+    checked = params.validate(function, fixed)
     both = sorted(set(grid.names) & set(checked))
     if both:
-        raise sweep.SweepError(f"{', '.join(both)}: given both in the grid and as --param; keep one")
-    return parameters, grid, checked
-
-
-def run_local_sweep(
-    template: Path,
-    points: list[dict],
-    fixed: dict,
-    out_dir: Path,
-    *,
-    parallel: int | None = None,
-    enable_caching: bool = True,
-    on_done=None,
-) -> list:
-    """Every grid point as its own local pipeline run (separate processes); results in point order."""
-    from trainer import sweep
-
-    workers = local_workers(parallel, len(points))
-    runs_dir = out_dir / "runs"
-    log.info("%d grid points, %d at a time; work dirs under %s", len(points), workers, runs_dir)
-    results: list[sweep.TrialResult | None] = [None] * len(points)
-    # spawn: a fresh interpreter per worker, nothing of this process's state (threads, TF) inherited
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = {
-            pool.submit(
-                run_point_local,
-                i,
-                str(template.resolve()),
-                str((runs_dir / f"point-{i:03d}").resolve()),
-                {**fixed, **point},
-                enable_caching,
-            ): i
-            for i, point in enumerate(points)
-        }
-        for future in as_completed(futures):
-            i = futures[future]
-            raw = future.result()
-            result = sweep.TrialResult(
-                index=i,
-                params=points[i],
-                rmse=raw.get("rmse"),
-                metrics=raw.get("metrics", {}),
-                error=raw.get("error", ""),
-                wall_s=raw.get("wall_s"),
-                run=raw.get("run", ""),
-            )
-            results[i] = result
-            if on_done:
-                on_done(result)
-    return results
+        raise params.ParameterError(f"{', '.join(both)}: given both in the grid and as --param; keep one")
+    for point in grid.points():
+        check_serving_target(pipeline_name, {**checked, **point})
+    return grid, checked
 
 
 def write_outputs(results: list, grid_names: list[str], out_dir: Path, title: str) -> dict[str, Path]:
     """results.csv, rmse.png and results.json under out_dir."""
     import json
 
-    from trainer import sweep
+    from trainer import selection, sweep_report
 
-    csv_path = sweep.write_results_csv(results, out_dir / "results.csv", grid_names)
-    png_path = sweep.plot_rmse(results, out_dir / "rmse.png", grid_names, title=title)
+    csv_path = sweep_report.write_results_csv(results, out_dir / "results.csv", grid_names)
+    png_path = sweep_report.plot_rmse(results, out_dir / "rmse.png", grid_names, title=title)
     json_path = out_dir / "results.json"
     json_path.write_text(
         json.dumps(
@@ -198,7 +86,7 @@ def write_outputs(results: list, grid_names: list[str], out_dir: Path, title: st
                     "wall_s": r.wall_s,
                     "run": r.run,
                 }
-                for r in sweep.rank(results)
+                for r in selection.rank(results)
             ],
             indent=2,
             default=str,
@@ -208,7 +96,7 @@ def write_outputs(results: list, grid_names: list[str], out_dir: Path, title: st
 
 
 def results_table(results: list, grid_names: list[str], title: str) -> Table:
-    from trainer import sweep
+    from trainer import selection
 
     metric_names = sorted({k for r in results for k in r.metrics})
     table = Table(title=title)
@@ -221,7 +109,7 @@ def results_table(results: list, grid_names: list[str], title: str) -> Table:
         table.add_column(name, justify="right")
     table.add_column("wall s", justify="right")
     table.add_column("status", overflow="fold")
-    for position, result in enumerate(sweep.rank(results), start=1):
+    for position, result in enumerate(selection.rank(results), start=1):
         status = f"[red]failed:[/red] {result.error}" if result.error else result.status
         table.add_row(
             str(position) if result.ok else "",
@@ -264,22 +152,23 @@ def sweep_command(
     api_endpoint: str | None = typer.Option(None, "--api-endpoint", help="Vertex AI API endpoint (default: config)."),
 ) -> None:
     """Sweep pipeline parameters: one run per grid point, a table sorted by RMSE, CSV and PNG."""
-    from pipelines.cli.pipeline import parse_params
+    from pipelines import params
     from pipelines.compile import compile_pipeline
-    from trainer import sweep
+    from pipelines.local.sweep import run_local_sweep
+    from trainer import hparams
     from trainer.config import load_settings
 
-    if target not in TARGETS:
-        _fail(f"--target {target!r}: expected one of {', '.join(TARGETS)}")
+    if target not in RUN_ON:
+        _fail(f"--target {target!r}: expected one of {', '.join(RUN_ON)}")
     if tuner not in (None, "vertex"):
         _fail(f"--tuner {tuner!r}: the only tuner is vertex")
     try:
-        fixed = parse_params(param)
+        fixed = params.parse_assignments(param)
         if tuner:
-            tuning_grid = sweep.load_grid(grid, sweep.tuner_parameters())
+            tuning_grid = params.load_grid(grid, hparams.tuner_parameters())
         else:
-            _, checked_grid, fixed = prepare(pipeline, grid, fixed)
-    except (sweep.SweepError, ValueError) as exc:
+            checked_grid, fixed = prepare(pipeline, grid, fixed)
+    except ValueError as exc:
         _fail(str(exc))
     try:
         settings = load_settings(api_endpoint=api_endpoint)
@@ -307,7 +196,7 @@ def sweep_command(
                 wait=wait,
                 settings=settings,
             )
-        except (sweep.SweepError, ValueError, RuntimeError) as exc:
+        except (ValueError, RuntimeError) as exc:
             _fail(str(exc))
         console.print(f"hyperparameter tuning job {job.resource_name}: {job.state}")
         results = job.results
@@ -358,7 +247,7 @@ def sweep_command(
                         poll_interval_s=poll_interval,
                         settings=settings,
                     )
-            except (sweep.SweepError, ValueError, RuntimeError) as exc:
+            except (ValueError, RuntimeError) as exc:
                 _fail(str(exc))
 
     title = f"taxifare sweep {name}"
@@ -375,18 +264,18 @@ def load_trials(path: Path) -> list:
     """Hyperparameter sets from a YAML/JSON file (a list of dicts), checked before anything runs."""
     import yaml
 
-    from trainer import sweep
+    from trainer import hparams
 
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise sweep.SweepError(f"{path}: no such file") from None
+        raise ValueError(f"{path}: no such file") from None
     except yaml.YAMLError as exc:
-        raise sweep.SweepError(f"{path}: not valid YAML: {exc}") from None
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
     try:
-        sweep.parse_trials(data)
-    except sweep.SweepError as exc:
-        raise sweep.SweepError(f"{path}: {exc}") from None
+        hparams.parse_sets(data)
+    except hparams.HyperparameterError as exc:
+        raise hparams.HyperparameterError(f"{path}: {exc}") from None
     return data
 
 
@@ -414,21 +303,22 @@ def sweep_run_command(
 
     from kfp import components
 
-    from pipelines.cli.pipeline import parse_params
-    from pipelines.compile import compile_pipeline
+    from pipelines import params as pipeline_params
+    from pipelines.compile import check_serving_target, compile_pipeline
     from pipelines.local.emulator import EmulatorError
     from pipelines.local.run import RunError, run_local
     from pipelines.taxifare_sweep import DEFAULT_TRIALS, taxifare_sweep
-    from trainer import sweep
+    from trainer import hparams
 
     try:
-        params = sweep.check_parameters(parse_params(param), sweep.pipeline_parameters(taxifare_sweep), where="--param")
+        params = pipeline_params.validate(taxifare_sweep, pipeline_params.parse_assignments(param))
         if trials is not None:
             params["trials"] = load_trials(trials)
         if min_improvement is not None:
             params["min_improvement"] = float(min_improvement)
-        sweep.parse_trials(params.get("trials", DEFAULT_TRIALS))
-    except (sweep.SweepError, ValueError) as exc:
+        hparams.parse_sets(params.get("trials", DEFAULT_TRIALS))
+        check_serving_target("taxifare_sweep", params)
+    except ValueError as exc:
         _fail(str(exc))
     pipeline = components.load_component_from_file(str(compile_pipeline("taxifare_sweep")))
     try:

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import params
+from pipelines.compile import check_serving_target
 from trainer.config import Settings
 
 log = logging.getLogger(__name__)
 
-TARGETS = ("vertex", "kfp")
 VERTEX_DONE = {"PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED", "PIPELINE_STATE_CANCELLED"}
 KFP_DONE = {"SUCCEEDED", "FAILED", "SKIPPED", "CANCELED", "CANCELLED"}
 _SETTINGS_PARAMETERS = ("project", "region", "bucket", "prefix")
@@ -71,7 +71,9 @@ def pipeline_parameters(
         if name in declared:
             values[name] = value
     values.update(given)
-    return params.validate(spec, values)
+    checked = params.validate(spec, values)
+    check_serving_target(spec, checked)
+    return checked
 
 
 def check_pipeline_bucket(settings: Settings) -> None:

@@ -17,13 +17,15 @@ from typing import Any
 
 from pipelines import params
 from pipelines.cloud import submit
-from trainer import sweep
+from pipelines.params import Grid
+from trainer import hparams, hypertune, storage
 from trainer.config import Settings, load_settings
+from trainer.selection import SweepError, TrialResult
 
 log = logging.getLogger(__name__)
 
 VERTEX_SUCCEEDED = "PIPELINE_STATE_SUCCEEDED"
-TUNING_METRIC = sweep.HYPERTUNE_METRIC_TAG
+TUNING_METRIC = hypertune.HYPERTUNE_METRIC_TAG
 
 
 def _vertex_job_id(experiment: str, index: int) -> str:
@@ -42,7 +44,7 @@ def run_vertex_sweep(
     settings: Settings | None = None,
     poll_interval_s: float = 30.0,
     timeout_s: float | None = None,
-) -> list[sweep.TrialResult]:
+) -> list[TrialResult]:
     """One PipelineJob per grid point, all associated with the Vertex AI Experiment `experiment`.
 
     The pipeline's parameters become the experiment run's parameters and its Metrics artifacts its
@@ -62,10 +64,10 @@ def run_vertex_sweep(
         for point in points
     ]
     vertex.init(settings.project, settings.region, settings=settings)
-    results: list[sweep.TrialResult] = []
-    jobs: list[tuple[sweep.TrialResult, Any, float]] = []
+    results: list[TrialResult] = []
+    jobs: list[tuple[TrialResult, Any, float]] = []
     for index, (point, parameter_values) in enumerate(zip(points, values)):
-        result = sweep.TrialResult(index=index, params=point)
+        result = TrialResult(index=index, params=point)
         results.append(result)
         job = aiplatform.PipelineJob(
             display_name=f"{name}-{index:03d}",
@@ -96,7 +98,7 @@ def run_vertex_sweep(
     return results
 
 
-def _follow_vertex(result: sweep.TrialResult, job, poll_interval_s: float, timeout_s: float | None) -> None:
+def _follow_vertex(result: TrialResult, job, poll_interval_s: float, timeout_s: float | None) -> None:
     try:
         state = submit._follow(lambda: job.state.name, submit.VERTEX_DONE, poll_interval_s, timeout_s, None)
     except submit.SubmitError as exc:
@@ -156,7 +158,7 @@ def run_kfp_sweep(
     settings: Settings | None = None,
     poll_interval_s: float = 10.0,
     timeout_s: float | None = None,
-) -> list[sweep.TrialResult]:
+) -> list[TrialResult]:
     """One KFP run per grid point in the KFP experiment `experiment`.
 
     The KFP API reports run states, not metric values (those live in the cluster's metadata
@@ -172,7 +174,7 @@ def run_kfp_sweep(
     results = []
     submissions = []
     for index, point in enumerate(points):
-        result = sweep.TrialResult(index=index, params=point)
+        result = TrialResult(index=index, params=point)
         results.append(result)
         try:
             submission = submit.submit_kfp(
@@ -214,16 +216,16 @@ def run_kfp_sweep(
 class TuningOutcome:
     resource_name: str
     state: str
-    results: list[sweep.TrialResult] = field(default_factory=list)
+    results: list[TrialResult] = field(default_factory=list)
 
 
-def parameter_spec(grid: sweep.Grid) -> dict:
+def parameter_spec(grid: Grid) -> dict:
     """Vertex search space from a grid: numbers → discrete values, strings → categories."""
     from google.cloud.aiplatform import hyperparameter_tuning as hpt
 
     space = {}
     for name, values in grid.values.items():
-        flag = sweep.TRAINER_FLAGS[name]
+        flag = hparams.FLAGS[name]
         if all(isinstance(v, str) for v in values):
             space[flag] = hpt.CategoricalParameterSpec(values=list(values))
         else:
@@ -234,7 +236,7 @@ def parameter_spec(grid: sweep.Grid) -> dict:
 
 
 def run_tuning_job(
-    grid: sweep.Grid,
+    grid: Grid,
     *,
     name: str,
     train_data: str | None,
@@ -248,7 +250,7 @@ def run_tuning_job(
 ) -> TuningOutcome:
     """A Vertex AI HyperparameterTuningJob over the trainer, with the grid as its search space.
 
-    Each trial runs the project image's ``python -m trainer.sweep`` (the trainer's command line
+    Each trial runs the project image's ``python -m trainer.hypertune`` (the trainer's command line
     writing into the trial's own folder) and reports the validation RMSE with cloudml-hypertune;
     the job minimises it with grid search. Blocks until the job ends (the SDK's own polling).
     """
@@ -257,38 +259,37 @@ def run_tuning_job(
     from trainer import vertex
 
     if not (train_data and eval_data):
-        raise sweep.SweepError(
+        raise SweepError(
             "--tuner vertex needs --train-data and --eval-data: gs:// CSVs the trials read "
             "(e.g. the clean train/valid splits of a pipeline run)"
         )
     for uri in (train_data, eval_data):
         if not uri.startswith("gs://"):
-            raise sweep.SweepError(f"{uri!r}: tuning trials read their data from the bucket; expected gs://…")
-    fixed = sweep.check_parameters(dict(fixed or {}), sweep.tuner_parameters(), where="--param")
+            raise SweepError(f"{uri!r}: tuning trials read their data from the bucket; expected gs://…")
+    fixed = params.validate(hparams.tuner_parameters(), dict(fixed or {}))
     both = sorted(set(fixed) & set(grid.names))
     if both:
-        raise sweep.SweepError(f"{', '.join(both)}: given both in the grid and as --param; keep one")
+        raise SweepError(f"{', '.join(both)}: given both in the grid and as --param; keep one")
     trials = max_trials or len(grid)
     if trials < 1:
-        raise sweep.SweepError(f"--max-trials must be >= 1, got {trials}")
+        raise SweepError(f"--max-trials must be >= 1, got {trials}")
     parallel = max(1, min(parallel_trials or trials, trials))
 
     settings = settings or load_settings()
     base_output = f"gs://{settings.bucket}/{settings.prefix}/tuning/{name}"
     args = [
         "--train_data_paths",
-        vertex.gcs_fuse_path(train_data),
+        storage.fuse_path(train_data),
         "--eval_data_paths",
-        vertex.gcs_fuse_path(eval_data),
-        # replaced by each trial's own AIP_MODEL_DIR (see trainer.sweep.trial_argv)
+        storage.fuse_path(eval_data),
+        # replaced by each trial's own AIP_MODEL_DIR (see trainer.hypertune.trial_argv)
         "--output_dir",
-        vertex.gcs_fuse_path(base_output),
+        storage.fuse_path(base_output),
     ]
-    for key, value in fixed.items():
-        args += [f"--{sweep.TRAINER_FLAGS[key]}", str(value)]
+    args += hparams.flags(fixed)  # the swept ones come from the tuner as --<flag>=<value>
     pools = vertex.worker_pool_specs(image=settings.image, args=args, machine_type=machine_type)
     for pool in pools:
-        pool["container_spec"]["command"] = ["python", "-m", "trainer.sweep"]
+        pool["container_spec"]["command"] = ["python", "-m", "trainer.hypertune"]
 
     vertex.init(settings.project, settings.region, settings=settings, staging_bucket=f"gs://{settings.bucket}")
     custom_job = aiplatform.CustomJob(
@@ -329,10 +330,10 @@ def run_tuning_job(
     return outcome
 
 
-def tuning_results(trials) -> list[sweep.TrialResult]:
+def tuning_results(trials) -> list[TrialResult]:
     """Rows from the job's trials: the grid values each trial got, its final RMSE or why it failed."""
-    by_flag = {flag: name for name, flag in sweep.TRAINER_FLAGS.items()}
-    kinds = sweep.tuner_parameters()
+    by_flag = {flag: name for name, flag in hparams.FLAGS.items()}
+    kinds = hparams.tuner_parameters()
     results = []
     for position, trial in enumerate(trials):
         point = {}
@@ -345,7 +346,7 @@ def tuning_results(trials) -> list[sweep.TrialResult]:
         metrics = {m.metric_id: float(m.value) for m in trial.final_measurement.metrics}
         rmse = metrics.pop(TUNING_METRIC, None)
         state = trial.state.name
-        result = sweep.TrialResult(
+        result = TrialResult(
             index=int(trial.id) if str(trial.id).isdigit() else position,
             params=point,
             rmse=rmse,

@@ -16,11 +16,11 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from components.artifacts import STEP_LOG_ENV
 from pipelines.local.emulator import GcsEmulator
 from trainer import local_endpoint, storage
 from trainer.config import load_settings
 from trainer.ingest import parse_source
-from trainer.pipeline_steps import STEP_LOG_ENV
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def run_local(
         raise RunError(f"a local run deploys locally; target={params['target']!r} needs `taxifare submit`")
     bucket = params["bucket"]
     # Malformed parameters fail here, before any process or bucket is touched.
-    storage.validate_bucket_name(bucket)
+    storage.check_bucket_name(bucket)
     for name in ("source", "valid_source"):
         if params.get(name):
             parse_source(params[name])

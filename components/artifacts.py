@@ -1,0 +1,74 @@
+"""What the step bodies share: artifacts as local files, Metrics files, and the step log."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+
+from trainer import storage
+
+# When set, every step appends {"step", "seconds", "facts"|"error"} to this JSON-lines file, so a
+# local run can report per-step times and name the step that failed and why in one line.
+STEP_LOG_ENV = "TAXIFARE_STEP_LOG"
+
+
+def _record(entry: dict) -> None:
+    path = os.environ.get(STEP_LOG_ENV)
+    if path:
+        with open(path, "a") as out:
+            out.write(json.dumps(entry, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def step_log(name: str) -> Iterator[dict]:
+    """Time the body of a step and record the facts it puts in the yielded dict, or its error."""
+    started = time.time()
+    times = {"process_start": psutil.Process().create_time(), "start": started}
+    facts: dict = {}
+    try:
+        yield facts
+    except Exception as exc:
+        ended = time.time()
+        _record(
+            {"step": name, "seconds": ended - started, **times, "end": ended, "error": f"{type(exc).__name__}: {exc}"}
+        )
+        raise
+    ended = time.time()
+    _record({"step": name, "seconds": round(ended - started, 3), **times, "end": ended, "facts": facts})
+
+
+def local_path(artifact, workdir: str | os.PathLike) -> Path:
+    """A local file or directory holding the artifact's bytes.
+
+    Artifacts in the bucket are read where Cloud Storage FUSE mounts them (``/gcs/…`` on Vertex)
+    and otherwise downloaded into `workdir`; local artifacts are used in place.
+    """
+    uri = artifact.uri
+    if not storage.is_gcs(uri):
+        return Path(artifact.path)
+    mounted = Path(artifact.path)
+    if mounted.exists():
+        return mounted
+    target = Path(workdir) / Path(uri.rstrip("/")).name
+    if storage.exists(uri):
+        storage.download_file(uri, target)
+    else:  # a folder (a model): every object under the prefix
+        storage.download_dir(uri, target)
+    return target
+
+
+def write_text(artifact, text: str) -> None:
+    Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(artifact.path).write_text(text)
+
+
+def write_metrics_file(metrics) -> None:
+    """Metrics also as a JSON file at the artifact's path: readable without the metadata store, and
+    kfp.local's cache treats an output whose file is missing as a miss."""
+    write_text(metrics, json.dumps(metrics.metadata, indent=2, sort_keys=True))
