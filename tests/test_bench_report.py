@@ -6,6 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
+from pipelines.bench import ingest as ingest_bench
 from pipelines.bench.all import render_table, run_all
 from pipelines.cli import app
 from tests import reliability
@@ -38,6 +39,8 @@ def test_quick_ingest_and_collected_reliability_figures(tmp_path, monkeypatch):
     table = render_table(report)
     assert table in markdown
     assert "| Ingest (20,000 rows" in table and "| Re-ingest, same data |" in table
+    # The table's ingest rows are the ones the ingest module renders from the figures it measured.
+    assert table.splitlines()[2:4] == [row.markdown() for row in ingest_bench.report_rows(ingest)]
     # A failed reliability figure shows as a failure with its numbers, not as a pass.
     (row,) = [line for line in table.splitlines() if "8 clients for 60 s" in line]
     assert "1,234 requests, 3 errors" in row and "+16.7%" in row and row.endswith("| **FAIL** |")

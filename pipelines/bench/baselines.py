@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.bench.report import number
 from trainer import schema
 
 log = logging.getLogger(__name__)
@@ -140,3 +141,12 @@ def fit_and_score(train_path: Path, valid_path: Path, layout_name: str, seed: in
     }
     log.info("%s references: %s", layout_name, result["rmse"])
     return result
+
+
+def report_cell(result: dict) -> str:
+    """The references' RMSE on all validation rows, as the summary table's "compared with" cell."""
+    rmse = result["rmse"]
+    return (
+        f"training mean {number(rmse['training mean'], 3)} · distance rule {number(rmse['distance rule'], 3)} · "
+        f"GBT {number(rmse['gradient-boosted trees'], 3)} (same run)"
+    )

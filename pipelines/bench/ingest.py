@@ -29,6 +29,8 @@ import time
 import uuid
 from pathlib import Path
 
+from pipelines.bench.report import Row, number
+
 log = logging.getLogger("bench.ingest")
 
 
@@ -123,6 +125,25 @@ def markdown(report: dict) -> str:
         f"re-ingest: {report['objects_uploaded_on_reingest']}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def report_rows(report: dict) -> list[Row]:
+    """The summary-table rows of `taxifare bench`: ingest against a plain upload, and re-ingest."""
+    thr, ratio, med = report["throughput_mib_s"], report["time_ratio_to_plain"], report["median_seconds"]
+    return [
+        Row(
+            f"Ingest ({report['rows']:,} rows, {report['upload_bytes'] / 2**20:.1f} MiB)",
+            f"end to end {number(thr['ingest'], 1)} MiB/s; upload with crc32c verify {number(thr['storage'], 1)} MiB/s",
+            f"plain `upload_from_filename` {number(thr['plain'], 1)} MiB/s",
+            f"time **{ratio['ingest']:.2f}×** / {ratio['storage']:.2f}× plain",
+        ),
+        Row(
+            "Re-ingest, same data",
+            f"{number(med['reingest'], 3)} s, objects uploaded {sorted(set(report['objects_uploaded_on_reingest']))}",
+            f"first ingest {number(med['ingest'], 3)} s",
+            f"**{report['reingest_vs_ingest']:.2f}×**",
+        ),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

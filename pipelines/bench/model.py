@@ -7,12 +7,8 @@
   defaults ``taxifare train`` uses (no tuning flags) on ``taxi-train.csv``, evaluate on every
   parseable row of ``taxi-valid.csv`` (and on plausible rows only); training wall time.
   Targets: RMSE ≤ 4.6 (lab) and ≤ 4.2 (dated), each run ≤ 180 s.
-* **input throughput** — on ``--rows`` (1M) synthetic lab rows in 4 CSV files: training
-  examples/s of the default model fed by the streaming CSV pipeline (``trainer.data`` without
-  cache: shuffled files → TextLineDataset batches, 4 files interleaved → parallel decode_csv
-  → plausibility filter → batch shuffle → prefetch) against the same model, same batch size,
-  fed from the same (plausible) rows held in memory as tensors already cut into batches.
-  Target: streaming ≥ 0.8 × in-memory. The Python pre-scan of the files is timed separately.
+* **input throughput** — on ``--rows`` (1M) synthetic lab rows in 4 CSV files, the streaming CSV
+  pipeline against the same rows held in memory (``pipelines.bench.throughput``).
 
 Writes ``model.json`` and ``model.md`` to ``--out``.
 """
@@ -24,7 +20,6 @@ import json
 import logging
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -33,17 +28,18 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from trainer import data, model, schema, synth
+from pipelines.bench import throughput
+from pipelines.bench.report import REPO_ROOT, Row, number
+from trainer import hparams, model, synth
 
 log = logging.getLogger("pipelines.bench.model")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+LAYOUTS = ("lab", "dated")
+SYNTHETIC = "synthetic (course data not found)"
 TARGET_RMSE = {"lab": 4.6, "dated": 4.2}
 TARGET_TRAIN_SECONDS = 180.0
-TARGET_STREAM_RATIO = 0.8
 REFERENCES = {  # validation RMSE on the course files (shared/data/README.md)
     "lab": {
         "training mean": 10.45,
@@ -60,19 +56,24 @@ def course_data_dir() -> Path | None:
     return candidate if (candidate / "lab" / "taxi-train.csv").is_file() else None
 
 
+def course_files(layout: str, work: Path) -> tuple[Path, Path, Path | None]:
+    """(train, valid, course data folder) of a layout; synthetic files under `work` (folder None) without it."""
+    shared = course_data_dir()
+    if shared is not None:
+        return shared / layout / "taxi-train.csv", shared / layout / "taxi-valid.csv", shared
+    # Fixed sizes and seeds: every caller gets the same rows.
+    train = synth.write_csv(work / f"{layout}-train.csv", 8000, layout=layout, seed=1)
+    valid = synth.write_csv(work / f"{layout}-valid.csv", 1600, layout=layout, seed=2)
+    return train, valid, None
+
+
 # --------------------------------------------------------------------------------------------
 # Quality
 
 
 def bench_quality(layout: str, work: Path) -> dict:
-    shared = course_data_dir()
-    if shared is not None:
-        train, valid = shared / layout / "taxi-train.csv", shared / layout / "taxi-valid.csv"
-        source = f"course data ({shared}/{layout}/taxi-train.csv, taxi-valid.csv)"
-    else:
-        train = synth.write_csv(work / f"{layout}-train.csv", 8000, layout=layout, seed=1)
-        valid = synth.write_csv(work / f"{layout}-valid.csv", 1600, layout=layout, seed=2)
-        source = "synthetic (course data not found)"
+    train, valid, shared = course_files(layout, work)
+    source = f"course data ({shared}/{layout}/taxi-train.csv, taxi-valid.csv)" if shared else SYNTHETIC
     out_dir = work / f"train-{layout}"
     started = time.monotonic()
     metrics = model.train_and_evaluate(str(train), str(valid), out_dir)  # the CLI's defaults
@@ -99,109 +100,41 @@ def bench_quality(layout: str, work: Path) -> dict:
     return result
 
 
-# --------------------------------------------------------------------------------------------
-# Input-pipeline throughput
+def bench_section(work: Path, quick_steps: int | None, shared: dict) -> dict:
+    """Model quality in `taxifare bench`: per layout, the trainer's model next to the references
+    (``pipelines.bench.baselines``) fit in the same run on the same files; `quick_steps` trains that
+    many steps instead of the defaults. Leaves each trained model's folder in `shared`."""
+    from pipelines.bench import baselines
 
-
-class _Timer(keras.callbacks.Callback):
-    """Wall and process CPU time of one fit call (after its iterator exists)."""
-
-    def on_train_begin(self, logs=None):
-        self.started, self.cpu_started = time.perf_counter(), time.process_time()
-
-    def on_train_end(self, logs=None):
-        self.seconds = time.perf_counter() - self.started
-        self.cpu_seconds = time.process_time() - self.cpu_started
-
-
-def _fit_seconds(fit_model: keras.Model, dataset: tf.data.Dataset, steps: int) -> tuple[float, float]:
-    timer = _Timer()
-    fit_model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer], shuffle=False)
-    return timer.seconds, timer.cpu_seconds
-
-
-# Each timed run is two passes over the rows, and the ratio is the median of five paired runs:
-# single 2-second runs on a shared 2-core machine vary by ±15 %.
-THROUGHPUT_PASSES = 2.0
-THROUGHPUT_REPEATS = 5
-
-
-def bench_throughput(work: Path, rows: int, files: int, batch_size: int, passes: float, repeats: int) -> dict:
-    layout = schema.LAB
-    per_file = rows // files
-    paths = []
-    started = time.monotonic()
-    for i in range(files):
-        paths.append(str(synth.write_csv(work / f"throughput-{i}.csv", per_file, layout="lab", seed=100 + i)))
-    write_seconds = time.monotonic() - started
-
-    started = time.monotonic()
-    scan = data.scan_files(paths)
-    scan_seconds = time.monotonic() - started
-    keep = scan.plausible / scan.rows  # the streaming batches lose the implausible rows
-
-    # The same rows, parsed once and held in memory as tensors (plausible rows, shuffled), cut
-    # into ready-made batches so that feeding them costs nothing per example.
-    columns = data.read_columns(scan)
-    mask = columns.pop("_plausible").numpy()
-    n = int(mask.sum()) // batch_size * batch_size
-    order = np.random.default_rng(0).permutation(int(mask.sum()))[:n]
-    features, label = data.to_features({k: tf.constant(v.numpy()[mask][order]) for k, v in columns.items()}, layout)
-    batched = (
-        {k: tf.reshape(v, (-1, batch_size)) for k, v in features.items()},
-        tf.reshape(label, (-1, batch_size)),
-    )
-    in_memory = tf.data.Dataset.from_tensor_slices(batched).repeat().prefetch(tf.data.AUTOTUNE)
-    streaming = data.make_dataset(scan, batch_size, training=True, cache=False, seed=0)
-
-    sample = {k: v.numpy()[:100_000] for k, v in features.items()}
-    steps = max(1, int(passes * rows / batch_size))
-    datasets = {"in_memory": in_memory, "streaming": streaming}
-    models = {}
-    for name, dataset in datasets.items():
-        keras.utils.set_random_seed(0)
-        models[name] = model.build_model(layout, sample, train_steps=steps, label_mean=float(np.mean(label.numpy())))
-        _fit_seconds(models[name], dataset, 50)  # trace and warm up
-    # Runs alternate between the two inputs so that any other load on the machine hits both alike.
-    runs: dict[str, list[float]] = {name: [] for name in datasets}
-    cpu_us: dict[str, list[float]] = {name: [] for name in datasets}
-    ratios = []
-    for _ in range(repeats):
-        for name, dataset in datasets.items():
-            seconds, cpu_seconds = _fit_seconds(models[name], dataset, steps)
-            examples = steps * batch_size * (keep if name == "streaming" else 1.0)
-            runs[name].append(examples / seconds)
-            cpu_us[name].append(cpu_seconds / examples * 1e6)
-            log.info("%s: %.0f examples/s, %.2f CPU µs/example", name, runs[name][-1], cpu_us[name][-1])
-        ratios.append(runs["streaming"][-1] / runs["in_memory"][-1])
-    fit_model = models["in_memory"]
-    in_mem = statistics.median(runs["in_memory"])
-    stream = statistics.median(runs["streaming"])
-    return {
-        "rows": scan.rows,
-        "files": files,
-        "plausible_share": round(keep, 4),
-        "batch_size": batch_size,
-        "steps_per_run": steps,
-        "repeats": repeats,
-        "model": {
-            "hidden_units": list(model.DEFAULT_HIDDEN_UNITS),
-            "towers": model.DEFAULT_TOWERS,
-            "params": int(fit_model.count_params()),
-        },
-        "in_memory_examples_per_s": round(in_mem),
-        "streaming_examples_per_s": round(stream),
-        "ratio": round(statistics.median(ratios), 3),
-        "target_ratio": TARGET_STREAM_RATIO,
-        "meets_target": statistics.median(ratios) >= TARGET_STREAM_RATIO,
-        "all_runs_examples_per_s": {k: [round(v) for v in vs] for k, vs in runs.items()},
-        "all_runs_ratio": [round(r, 3) for r in ratios],
-        "cpu_us_per_example": {k: round(statistics.median(v), 3) for k, v in cpu_us.items()},
-        "load_average_1min": round(os.getloadavg()[0], 2),
-        "csv_write_seconds": round(write_seconds, 2),
-        "scan_seconds": round(scan_seconds, 2),
-        "scan_rows_per_s": round(scan.rows / scan_seconds),
-    }
+    results = {}
+    for layout in LAYOUTS:
+        train, valid, folder = course_files(layout, work)
+        source = f"course data ({folder / layout})" if folder else SYNTHETIC
+        if quick_steps:
+            started = time.monotonic()
+            metrics = model.train_and_evaluate(
+                str(train), str(valid), work / f"quick-{layout}", train_steps=quick_steps
+            )
+            ours = {
+                "layout": layout,
+                "data": source,
+                "rmse": round(metrics["rmse"], 4),
+                "rmse_plausible": round(metrics["rmse_plausible"], 4),
+                "eval_rows": metrics["eval_rows"],
+                "steps": metrics["steps"],
+                "run_seconds": round(time.monotonic() - started, 2),
+                "target_rmse": TARGET_RMSE[layout],
+                "quick": True,
+            }
+        else:
+            ours = bench_quality(layout, work)
+        # Where the model was trained: the serving section reuses the lab model.
+        trained = work / (f"quick-{layout}" if quick_steps else f"train-{layout}")
+        if (trained / "export" / "exporter").is_dir():
+            shared[f"{layout}_model_dir"] = trained
+        references = baselines.fit_and_score(train, valid, layout)
+        results[layout] = {"model": ours, "references": references, "data": source}
+    return results
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,26 +159,48 @@ def to_markdown(result: dict) -> str:
             )
         lines += [""] + [f"Data ({q['layout']}): {q['data']}." for q in result["quality"]] + [""]
     if result.get("throughput"):
-        t = result["throughput"]
-        ok = "✓" if t["meets_target"] else "✗"
-        lines += [
-            "## Training throughput (same model, batch size and rows)",
-            "",
-            "| input | examples/s |",
-            "|---|---|",
-            f"| in-memory tensors | {t['in_memory_examples_per_s']:,} |",
-            f"| streaming CSV (tf.data) | {t['streaming_examples_per_s']:,} |",
-            f"| ratio (median of paired runs) | {t['ratio']:.3f} (target ≥ {t['target_ratio']}) {ok} |",
-            "",
-            f"{t['rows']:,} synthetic rows in {t['files']} files, batch {t['batch_size']}, "
-            f"{t['steps_per_run']} steps per run, median of {t['repeats']} alternating runs "
-            f"(paired ratios {t['all_runs_ratio']}). Process CPU per example: in-memory "
-            f"{t['cpu_us_per_example']['in_memory']} µs, streaming {t['cpu_us_per_example']['streaming']} µs. "
-            f"Load average during the runs: {t['load_average_1min']} on {os.cpu_count()} cores. "
-            f"The pre-training scan reads {t['scan_rows_per_s']:,} rows/s ({t['scan_seconds']} s).",
-            "",
-        ]
+        lines += throughput.markdown(result["throughput"])
     return "\n".join(lines)
+
+
+def report_rows(quality: dict) -> list[Row]:
+    """The summary-table rows of `taxifare bench`: per layout, ours against the references."""
+    from pipelines.bench import baselines
+
+    rows = []
+    for layout, entry in quality.items():
+        ours, refs = entry["model"], entry["references"]
+        gbt = refs["rmse"]["gradient-boosted trees"]
+        quick = " (quick)" if ours.get("quick") else ""
+        rows.append(
+            Row(
+                f"Model quality, {layout}",
+                f"validation RMSE{quick}, all {ours['eval_rows']:,} rows: "
+                f"**{number(ours['rmse'], 3)}** (target ≤ {ours['target_rmse']})",
+                baselines.report_cell(refs),
+                f"ours / GBT **{ours['rmse'] / gbt:.2f}×**",
+            )
+        )
+    return rows
+
+
+def report_details(quality: dict) -> list[str]:
+    """Every RMSE of the quality section, for report.md."""
+    lines = [
+        "## Model quality detail (validation RMSE)",
+        "",
+        "| layout | data | ours (all rows) | ours (plausible rows) | mean | distance rule | GBT | GBT (plausible) | train run s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for layout, e in quality.items():
+        o, rmse, plausible = e["model"], e["references"]["rmse"], e["references"]["rmse_plausible"]
+        lines.append(
+            f"| {layout} | {e['data']} | {number(o['rmse'], 3)} | {number(o.get('rmse_plausible'), 3)} "
+            f"| {number(rmse['training mean'], 3)} | {number(rmse['distance rule'], 3)} "
+            f"| {number(rmse['gradient-boosted trees'], 3)} | {number(plausible['gradient-boosted trees'], 3)} "
+            f"| {number(o.get('run_seconds'), 1)} |"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,8 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("build/bench"))
     parser.add_argument("--rows", type=int, default=1_000_000, help="synthetic rows for the throughput test")
     parser.add_argument("--files", type=int, default=4)
-    parser.add_argument("--passes", type=float, default=THROUGHPUT_PASSES, help="passes over the rows per timed run")
-    parser.add_argument("--repeats", type=int, default=THROUGHPUT_REPEATS)
+    parser.add_argument(
+        "--passes", type=float, default=throughput.THROUGHPUT_PASSES, help="passes over the rows per timed run"
+    )
+    parser.add_argument("--repeats", type=int, default=throughput.THROUGHPUT_REPEATS)
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
     args = parser.parse_args(argv)
@@ -264,19 +221,19 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, "
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}",
         "defaults": {
-            "train_steps": model.DEFAULT_TRAIN_STEPS,
-            "train_batch_size": model.DEFAULT_BATCH_SIZE,
-            "hidden_units": list(model.DEFAULT_HIDDEN_UNITS),
-            "learning_rate": model.DEFAULT_LEARNING_RATE,
+            "train_steps": hparams.DEFAULTS["train_steps"],
+            "train_batch_size": hparams.DEFAULTS["batch_size"],
+            "hidden_units": list(hparams.parse_hidden_units(hparams.DEFAULTS["hidden_units"])),
+            "learning_rate": hparams.DEFAULTS["learning_rate"],
         },
     }
     with tempfile.TemporaryDirectory(prefix="taxifare-bench-model-") as tmp:
         work = Path(tmp)
         if not args.skip_quality:
-            result["quality"] = [bench_quality(layout, work) for layout in ("lab", "dated")]
+            result["quality"] = [bench_quality(layout, work) for layout in LAYOUTS]
         if not args.skip_throughput:
-            result["throughput"] = bench_throughput(
-                work, args.rows, args.files, model.DEFAULT_BATCH_SIZE, args.passes, args.repeats
+            result["throughput"] = throughput.bench_throughput(
+                work, args.rows, args.files, hparams.DEFAULTS["batch_size"], args.passes, args.repeats
             )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "model.json").write_text(json.dumps(result, indent=2) + "\n")

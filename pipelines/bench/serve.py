@@ -21,12 +21,9 @@ Writes ``serve.json`` and ``serve.md`` to ``--out``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import math
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -37,6 +34,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from pipelines.bench import loopback_client as client
+from pipelines.bench.report import Row, load_average, machine, number
 from trainer import schema, server
 
 log = logging.getLogger("pipelines.bench.serve")
@@ -47,118 +46,6 @@ TARGETS = {
     "concurrent_p99_ms": 10.0,
     "throughput_instances_per_s": 20_000.0,
 }
-
-
-# --------------------------------------------------------------------------------------------
-# A minimal keep-alive HTTP/1.1 client (asyncio protocol): as little client overhead as possible
-# so the figures are the server's.
-# --------------------------------------------------------------------------------------------
-class _Connection(asyncio.Protocol):
-    def __init__(self) -> None:
-        self.buffer = bytearray()
-        self.waiter: asyncio.Future | None = None
-        self.transport: asyncio.Transport | None = None
-        self.header_end = -1
-        self.need = -1
-        self.status = 0
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-
-    def connection_lost(self, exc) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ConnectionError(f"server closed the connection: {exc}"))
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if self.need < 0:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = bytes(self.buffer[:end]).lower()
-            self.status = int(head[9:12])
-            start = head.find(b"content-length:")
-            if start < 0:
-                raise ConnectionError("response without Content-Length")
-            stop = head.find(b"\r\n", start)
-            length = int(head[start + 15 : stop if stop > 0 else None])
-            self.header_end = end + 4
-            self.need = self.header_end + length
-        if len(self.buffer) >= self.need:
-            body = bytes(self.buffer[self.header_end : self.need])
-            del self.buffer[: self.need]
-            self.need = -1
-            if self.waiter is not None and not self.waiter.done():
-                self.waiter.set_result((self.status, body))
-
-    async def request(self, raw: bytes) -> tuple[int, bytes]:
-        self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(raw)
-        return await self.waiter
-
-
-def _raw_post(host: str, port: int, path: str, body: bytes) -> bytes:
-    return (
-        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-
-
-async def _connect(host: str, port: int) -> _Connection:
-    _, conn = await asyncio.get_running_loop().create_connection(_Connection, host, port)
-    return conn
-
-
-def _check(status: int, body: bytes, count: int) -> None:
-    if status != 200:
-        raise RuntimeError(f"server answered {status}: {body[:300]!r}")
-    if body.count(b'"fare_amount"') != count:
-        raise RuntimeError(f"expected {count} predictions, got {body[:300]!r}")
-
-
-async def _client_loop(conn: _Connection, raw: bytes, count: int, requests: int, deadline: float, latencies: list):
-    clock = time.perf_counter
-    for _ in range(requests):
-        if clock() > deadline:
-            break
-        start = clock()
-        status, body = await conn.request(raw)
-        latencies.append(clock() - start)
-        _check(status, body, count)
-
-
-async def _scenario(
-    host, port, path, body: bytes, count: int, clients: int, requests: int, warmup: int, limit_s: float
-):
-    raw = _raw_post(host, port, path, body)
-    conns = [await _connect(host, port) for _ in range(clients)]
-    try:
-        warm: list[float] = []
-        await asyncio.gather(*(_client_loop(c, raw, count, warmup, time.perf_counter() + limit_s, warm) for c in conns))
-        latencies: list[float] = []
-        started = time.perf_counter()
-        deadline = started + limit_s
-        await asyncio.gather(*(_client_loop(c, raw, count, requests, deadline, latencies) for c in conns))
-        elapsed = time.perf_counter() - started
-    finally:
-        for c in conns:
-            c.transport.close()
-    return _summary(latencies, elapsed, count)
-
-
-def _summary(latencies: list[float], elapsed: float, count: int) -> dict[str, Any]:
-    ms = np.array(latencies) * 1000.0
-    return {
-        "requests": len(latencies),
-        "instances_per_request": count,
-        "seconds": round(elapsed, 3),
-        "p50_ms": round(float(np.percentile(ms, 50)), 4),
-        "p90_ms": round(float(np.percentile(ms, 90)), 4),
-        "p99_ms": round(float(np.percentile(ms, 99)), 4),
-        "max_ms": round(float(ms.max()), 4),
-        "requests_per_s": round(len(latencies) / elapsed, 1),
-        "instances_per_s": round(len(latencies) * count / elapsed, 1),
-    }
 
 
 def _instances(count: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -187,17 +74,17 @@ def measure_server(handle: server.ServerProcess, expected: float, scale: float, 
     batch = orjson.dumps({"instances": _instances(100)})
 
     async def run() -> dict[str, Any]:
-        conn = await _connect(host, port)
-        status, body = await conn.request(_raw_post(host, port, path, single))
+        conn = await client.connect(host, port)
+        status, body = await conn.request(client.raw_post(host, port, path, single))
         conn.transport.close()
-        _check(status, body, 1)
+        client.check(status, body, 1)
         got = orjson.loads(body)["predictions"][0]["fare_amount"]
         if not math.isclose(got, expected, rel_tol=1e-5, abs_tol=1e-4):
             raise RuntimeError(f"server predicted {got}, in-process signature {expected}")
         return {
-            "single": await _scenario(host, port, path, single, 1, 1, int(3000 * scale), 200, limit_s),
-            "concurrent_single": await _scenario(host, port, path, single, 1, 8, int(1000 * scale), 50, limit_s),
-            "throughput_100": await _scenario(host, port, path, batch, 100, 8, int(600 * scale), 20, limit_s),
+            "single": await client.scenario(host, port, path, single, 1, 1, int(3000 * scale), 200, limit_s),
+            "concurrent_single": await client.scenario(host, port, path, single, 1, 8, int(1000 * scale), 50, limit_s),
+            "throughput_100": await client.scenario(host, port, path, batch, 100, 8, int(600 * scale), 20, limit_s),
         }
 
     import uvloop
@@ -335,6 +222,44 @@ def _markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def report_rows(report: dict[str, Any]) -> list[Row]:
+    """The summary-table rows of `taxifare bench`: the default mode against the signature call, its
+    targets, and the naive server when it was measured."""
+    verdict = report["verdict"]
+    best, ip = report["servers"][verdict["mode"]], report["in_process"]
+    single, concurrent, batch = best["single"], best["concurrent_single"], best["throughput_100"]
+    targets, met = verdict["targets"], verdict["met"]
+    rows = [
+        Row(
+            "Serving, 1 instance",
+            f"p50 **{number(single['p50_ms'], 3)} ms**, p99 {number(single['p99_ms'], 3)} ms",
+            f"in-process signature call p50 {number(ip['signature_call_p50_ms'], 3)} ms",
+            f"**{single['p50_ms'] / ip['signature_call_p50_ms']:.1f}×** the signature call",
+        ),
+        Row(
+            "Serving, 8 clients",
+            f"p99 {number(concurrent['p99_ms'], 2)} ms (1 instance); "
+            f"**{number(batch['instances_per_s'])} instances/s** (100-instance requests)",
+            f"targets: p99 ≤ {targets['concurrent_p99_ms']:.0f} ms, "
+            f"≥ {targets['throughput_instances_per_s']:,.0f} instances/s",
+            "both met" if met["concurrent_p99_ms"] and met["throughput_instances_per_s"] else "**not met**",
+        ),
+    ]
+    naive = report["servers"].get("naive")
+    if naive:
+        rows.append(
+            Row(
+                "Serving vs naive server",
+                f"naive (`model.predict` per request): p50 {number(naive['single']['p50_ms'], 2)} ms, "
+                f"{naive['throughput_100']['instances_per_s']:,.0f} instances/s",
+                f"ours {number(single['p50_ms'], 3)} ms, {number(batch['instances_per_s'])} instances/s",
+                f"p50 **{naive['single']['p50_ms'] / single['p50_ms']:.0f}×** lower, throughput "
+                f"**{batch['instances_per_s'] / naive['throughput_100']['instances_per_s']:.0f}×** higher",
+            )
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.bench.serve", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="build/bench", help="where serve.json and serve.md go")
@@ -347,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    loadavg_before = [round(x, 2) for x in os.getloadavg()]
+    loadavg_before = load_average()
 
     work = Path(tempfile.mkdtemp(prefix="bench-serve-", dir=out))
     model_dir = Path(args.model_dir) if args.model_dir else train_model(work, args.train_steps)
@@ -373,12 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_dir": str(saved_model),
         "layout": described.layout,
         "model_version": described.version,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "loadavg_before": loadavg_before,
-            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine(loadavg_before),
         "in_process": in_process,
         "servers": servers,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

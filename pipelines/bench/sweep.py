@@ -21,6 +21,8 @@ import shutil
 import time
 from pathlib import Path
 
+from pipelines.bench.report import load_average
+
 log = logging.getLogger(__name__)
 
 SOURCE = "synthetic://?rows=5000&layout=lab&seed=5"
@@ -79,12 +81,13 @@ def bench_pipeline(workdir: Path) -> dict:
 
 
 def bench_grid(workdir: Path) -> dict:
-    from pipelines.cli.sweep import local_workers, run_local_sweep
     from pipelines.compile import compile_pipeline
+    from pipelines.local.sweep import local_workers, run_local_sweep
+    from pipelines.params import parse_grid
     from pipelines.taxifare import taxifare
-    from trainer import sweep
+    from trainer import selection
 
-    grid = sweep.parse_grid(GRID, sweep.pipeline_parameters(taxifare))
+    grid = parse_grid(GRID, taxifare)
     template = compile_pipeline("taxifare", workdir / "compiled")
     points = grid.points()
     started = time.time()
@@ -98,7 +101,7 @@ def bench_grid(workdir: Path) -> dict:
         "wall_s": round(wall, 2),
         "per_point_wall_s": [round(r.wall_s or 0, 2) for r in results],
         "results": [
-            {"params": r.params, "rmse": r.rmse, "status": r.status, "error": r.error} for r in sweep.rank(results)
+            {"params": r.params, "rmse": r.rmse, "status": r.status, "error": r.error} for r in selection.rank(results)
         ],
     }
 
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     workdir = Path(args.workdir).resolve()
     shutil.rmtree(workdir, ignore_errors=True)  # cold: nothing cached from an earlier bench
-    report = {"load_average": [round(x, 2) for x in os.getloadavg()], "cores": os.cpu_count()}
+    report = {"load_average": load_average(), "cores": os.cpu_count()}
     if args.only in (None, "pipeline"):
         report["pipeline"] = bench_pipeline(workdir / "pipeline")
     if args.only in (None, "grid"):
