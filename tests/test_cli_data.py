@@ -33,7 +33,7 @@ def _one_line_error(result, text: str) -> None:
     [
         (["ingest", "synthetic://?rows=ten"], "synthetic:// parameter rows='ten'"),
         (["ingest", "bq://x.y", "--bucket", "b-1"], "bq:// table 'x.y'"),
-        (["ingest", "synthetic://?rows=10", "--bucket", "Bad Bucket"], "invalid bucket name 'Bad Bucket'"),
+        (["ingest", "synthetic://?rows=10", "--bucket", "Bad Bucket"], "bucket 'Bad Bucket': only lowercase letters"),
         (
             ["ingest", "/no/such/file.csv", "--local-root", "/tmp/taxifare-cli-test"],
             "source not found: /no/such/file.csv",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer import ingest, schema, storage, synth
+from trainer import ingest, ingest_sources, ingest_split, schema, storage, synth
 
 LAB_ROW = "12.0,-73.987625,40.750617,-73.971163,40.78518,1,{key}\n"
 
@@ -32,7 +32,7 @@ def _download_splits(result, tmp_path) -> tuple[list[bytes], list[bytes]]:
     "text, kind, params",
     [
         ("synthetic://?rows=500&layout=dated&seed=7", "synthetic", {"rows": 500, "layout": "dated", "seed": 7}),
-        ("synthetic://", "synthetic", {"rows": ingest.DEFAULT_SYNTHETIC_ROWS, "layout": "lab", "seed": 0}),
+        ("synthetic://", "synthetic", {"rows": ingest_sources.DEFAULT_SYNTHETIC_ROWS, "layout": "lab", "seed": 0}),
         (
             "bq://my-project.taxi_data.trips_2015",
             "bigquery",
@@ -74,12 +74,12 @@ def test_parse_source(text, kind, params):
         ("bq://proj-123.ds.t?query=SELECT 1", "either a table"),
         ("s3://bucket/key.csv", "unsupported source scheme 's3://'"),
         ("http://example.com/a.csv", "plain http:// is accepted only from a loopback host"),
-        ("gs://Bad_Bucket/x", "invalid bucket name 'Bad_Bucket'"),
+        ("gs://Bad_Bucket/x", "bucket 'Bad_Bucket': only lowercase letters"),
         ("   ", "source is empty"),
     ],
 )
 def test_malformed_sources(text, message):
-    with pytest.raises((ingest.SourceError, storage.BucketNameError)) as info:
+    with pytest.raises((ingest_sources.SourceError, storage.BucketNameError)) as info:
         ingest.parse_source(text)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
@@ -132,7 +132,7 @@ def test_split_is_deterministic_by_key(bucket, tmp_path):
     assert first.dataset_id != second.dataset_id  # row order differs, so the bytes do
     for line in valid_a:
         key = line.rstrip(b"\n").split(b",")[-1]
-        assert ingest.is_valid_row(key, 0.3)
+        assert ingest_split.is_valid_row(key, 0.3)
 
 
 def test_rows_without_key_hash_whole_line_and_nothing_is_lost(bucket, tmp_path):
@@ -154,7 +154,7 @@ def test_rows_without_key_hash_whole_line_and_nothing_is_lost(bucket, tmp_path):
     assert Counter(train) + Counter(valid) == Counter(kept)
     layout = schema.get_layout(result.layout)
     for line in kept:  # each row went where the documented rule sends it
-        in_valid = ingest.is_valid_row(ingest._row_key(line, layout), 0.2)
+        in_valid = ingest_split.is_valid_row(ingest_split._row_key(line, layout), 0.2)
         assert (line in valid) == in_valid and (line in train) != in_valid
 
 
@@ -186,24 +186,24 @@ def test_dated_layout_and_header(bucket, tmp_path):
 
 
 def test_bad_local_sources(bucket, tmp_path):
-    with pytest.raises(ingest.SourceError, match="source not found: .*nope.csv"):
+    with pytest.raises(ingest_sources.SourceError, match="source not found: .*nope.csv"):
         ingest.ingest(str(tmp_path / "nope.csv"), bucket=bucket, prefix="p")
-    with pytest.raises(ingest.SourceError, match="matches no file"):
+    with pytest.raises(ingest_sources.SourceError, match="matches no file"):
         ingest.ingest(str(tmp_path / "*.csv"), bucket=bucket, prefix="p")
     (tmp_path / "empty.csv").write_bytes(b"")
-    with pytest.raises(ingest.IngestError, match="no data rows"):
+    with pytest.raises(ingest_split.IngestError, match="no data rows"):
         ingest.ingest(str(tmp_path / "empty.csv"), bucket=bucket, prefix="p")
     (tmp_path / "garbage.csv").write_bytes(b"\x00\x01\x02\n\xff\xfe\n")
-    with pytest.raises(ingest.IngestError, match="garbage.csv: line 1: 1 columns"):
+    with pytest.raises(ingest_split.IngestError, match="garbage.csv: line 1: 1 columns"):
         ingest.ingest(str(tmp_path / "garbage.csv"), bucket=bucket, prefix="p")
     (tmp_path / "wide.csv").write_bytes(b"1,2,3\n4,5,6\n")
-    with pytest.raises(ingest.IngestError, match="matches a layout.*3 columns"):
+    with pytest.raises(ingest_split.IngestError, match="matches a layout.*3 columns"):
         ingest.ingest(str(tmp_path / "wide.csv"), bucket=bucket, prefix="p")
     lab = synth.write_csv(tmp_path / "mix" / "a.csv", rows=10, layout="lab")
     synth.write_csv(tmp_path / "mix" / "b.csv", rows=10, layout="dated")
-    with pytest.raises(ingest.IngestError, match="different layouts"):
+    with pytest.raises(ingest_split.IngestError, match="different layouts"):
         ingest.ingest(str(tmp_path / "mix" / "*.csv"), bucket=bucket, prefix="p")
-    with pytest.raises(ingest.IngestError, match="valid_fraction=1.5"):
+    with pytest.raises(ingest_split.IngestError, match="valid_fraction=1.5"):
         ingest.ingest(str(lab), bucket=bucket, prefix="p", valid_fraction=1.5)
     assert storage.list_blobs(f"gs://{bucket}") == []  # nothing was written by any of these
 
@@ -231,7 +231,7 @@ def test_tiny_source_with_empty_valid_split(bucket, tmp_path):
 def test_missing_and_bad_bucket(gcs_emulator, tmp_path):
     with pytest.raises(storage.BucketNotFound, match="gs://no-bucket-like-this does not exist"):
         ingest.ingest("synthetic://?rows=10", bucket="no-bucket-like-this", prefix="p")
-    with pytest.raises(storage.BucketNameError, match="invalid bucket name 'UPPER'"):
+    with pytest.raises(storage.BucketNameError, match="bucket 'UPPER': only lowercase letters"):
         ingest.ingest("synthetic://?rows=10", bucket="UPPER", prefix="p")
 
 
@@ -280,7 +280,7 @@ def test_http_source(bucket, http_folder, tmp_path):
     from_url = ingest.ingest(f"{url}/taxi.csv", bucket=bucket, prefix="p")
     from_file = ingest.ingest(str(served), bucket=bucket, prefix="p")
     assert from_url.dataset_id == from_file.dataset_id and from_file.uploaded == []
-    with pytest.raises(ingest.SourceError, match=r"taxi-missing.csv: HTTP 404"):
+    with pytest.raises(ingest_sources.SourceError, match=r"taxi-missing.csv: HTTP 404"):
         ingest.ingest(f"{url}/taxi-missing.csv", bucket=bucket, prefix="p")
 
 
@@ -288,7 +288,7 @@ def test_http_source_unreachable(bucket):
     from pipelines.local.emulator import free_port
 
     port = free_port()
-    with pytest.raises(ingest.SourceError, match=f"cannot reach 127.0.0.1:{port}"):
+    with pytest.raises(ingest_sources.SourceError, match=f"cannot reach 127.0.0.1:{port}"):
         ingest.ingest(f"http://127.0.0.1:{port}/x.csv", bucket=bucket, prefix="p")
 
 
@@ -303,7 +303,7 @@ def test_gcs_source(bucket, tmp_path):
     folder = ingest.ingest(f"gs://{bucket}/raw/", bucket=bucket, prefix="p")
     assert matched.train.rows + matched.valid.rows == 300
     assert folder.dataset_id == matched.dataset_id  # .txt skipped, same files in the same order
-    with pytest.raises(ingest.SourceError, match="no object found"):
+    with pytest.raises(ingest_sources.SourceError, match="no object found"):
         ingest.ingest(f"gs://{bucket}/nothing-here/*.csv", bucket=bucket, prefix="p")
 
 
@@ -425,7 +425,7 @@ def test_bigquery_missing_table_is_one_line(bucket, gcs_emulator, contract_serve
         },
         status=404,
     )
-    with pytest.raises(ingest.SourceError) as info:
+    with pytest.raises(ingest_sources.SourceError) as info:
         ingest.ingest("bq://taxi-project.course.nope", bucket=bucket, prefix="p", bigquery_endpoint=contract_server.url)
     message = str(info.value)
     assert message.startswith("source bq://taxi-project.course.nope: BigQuery 404: Not found: Table")

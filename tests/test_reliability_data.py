@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.reliability import record
-from trainer import ingest, schema, storage, validate
+from trainer import ingest, ingest_sources, ingest_split, schema, storage, validate, validate_result
 
 pytestmark = pytest.mark.reliability
 
@@ -198,9 +198,9 @@ def test_ten_percent_dirty_file_passes_or_fails_exactly_at_max_bad_fraction(layo
 
     # At exactly the worst split's bad share it still passes; just below it fails, naming counts.
     _, at_limit = ingest_and_validate(source, bucket, tmp_path / "limit", max_bad_fraction=worst)
-    with pytest.raises(validate.ValidationError) as below:
+    with pytest.raises(validate_result.ValidationError) as below:
         ingest_and_validate(source, bucket, tmp_path / "below", max_bad_fraction=worst - 1e-4)
-    with pytest.raises(validate.ValidationError) as default:
+    with pytest.raises(validate_result.ValidationError) as default:
         ingest_and_validate(source, bucket, tmp_path / "default", max_bad_fraction=0.05)
     failed = below.value.result
     record(
@@ -245,7 +245,7 @@ def test_whole_file_damage_is_refused_naming_the_source_and_writes_nothing(bucke
     for name, (payload, expected) in cases.items():
         path = tmp_path / name
         path.write_bytes(payload)
-        with pytest.raises((ingest.IngestError, ingest.SourceError)) as info:
+        with pytest.raises((ingest_split.IngestError, ingest_sources.SourceError)) as info:
             ingest.ingest(str(path), bucket=bucket, prefix="reliability")
         message = str(info.value)
         refused[name] = message[:200]
@@ -255,7 +255,7 @@ def test_whole_file_damage_is_refused_naming_the_source_and_writes_nothing(bucke
     good = tmp_path / "good.csv"
     good.write_bytes(b"".join(clean_row("lab", k, rng) for k in range(20)))
     for name in ("empty.csv", "header-only.csv", "blank-lines.csv"):
-        with pytest.raises(validate.ValidationError, match="no data rows"):
+        with pytest.raises(validate_result.ValidationError, match="no data rows"):
             validate.validate(tmp_path / name, good, tmp_path / f"v-{name}", smoke_steps=0, layout="lab")
     written = storage.list_blobs(f"gs://{bucket}")
     record(

@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from tests.reliability import record
-from trainer import schema, server
+from trainer import schema, server, server_requests
 
 pytestmark = pytest.mark.reliability
 
@@ -168,7 +168,7 @@ def fuzz_body(rng: random.Random) -> tuple[str, bytes, int | str]:
         return "other_layout", json.dumps({"instances": [dated]}).encode(), "bad"
     # Oversize: just over the 1.5 MB limit (every few hundred requests, to keep the run short).
     if rng.random() < 0.02:
-        return "oversize", b'{"instances": [' + b" " * (server.MAX_BODY_BYTES + 1) + b"]}", "bad"
+        return "oversize", b'{"instances": [' + b" " * (server_requests.MAX_BODY_BYTES + 1) + b"]}", "bad"
     return "empty_list", b'{"instances": []}', "bad"
 
 

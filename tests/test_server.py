@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipelines.local.emulator import free_port
-from trainer import schema, server, storage
+from trainer import schema, server, server_app, server_backends, server_requests, storage
 from trainer.predictor import Predictor
 
 LAB = schema.LAB_TEST_INSTANCE
@@ -304,7 +304,7 @@ def test_bad_requests_are_400_naming_instance_and_field(client, body, message, i
 
 def test_body_at_the_limit_is_served_and_one_byte_more_is_413(lab_server):
     body = json.dumps({"instances": [LAB] * 100}).encode()
-    at_limit = body + b" " * (server.MAX_BODY_BYTES - len(body))
+    at_limit = body + b" " * (server_requests.MAX_BODY_BYTES - len(body))
     head = "POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n"
     status, _, answer = _raw_exchange(lab_server.port, head.format(len(at_limit)).encode() + at_limit)
     assert status == 200 and len(json.loads(answer)["predictions"]) == 100
@@ -403,7 +403,7 @@ def test_the_batcher_coalesces_queued_requests_into_one_call(lab_predictor):
     batches = [_trips(n, seed=n) for n in (1, 5, 17, 3)]
 
     async def run():
-        batcher = server._Batcher(lab_predictor)
+        batcher = server_backends.Batcher(lab_predictor)
         batcher.start()
         try:
             results = await asyncio.gather(*(batcher.predict(lab_predictor.to_columns(b), len(b)) for b in batches))
@@ -448,7 +448,7 @@ async def _lifespan_startup(app):
 
 
 def test_health_is_503_until_the_model_is_loaded_then_200(lab_model_dir):
-    app = server.PredictionApp(str(lab_model_dir), routes=server.Routes())
+    app = server_app.PredictionApp(str(lab_model_dir), routes=server.Routes())
     body = json.dumps({"instances": [LAB]}).encode()
 
     async def run():
@@ -469,7 +469,7 @@ def test_health_is_503_until_the_model_is_loaded_then_200(lab_model_dir):
 
 def test_a_model_that_cannot_load_keeps_health_503_and_reports_why(tmp_path):
     failures = []
-    app = server.PredictionApp(str(tmp_path / "missing"), routes=server.Routes(), on_load_failure=failures.append)
+    app = server_app.PredictionApp(str(tmp_path / "missing"), routes=server.Routes(), on_load_failure=failures.append)
 
     async def run():
         await _lifespan_startup(app)
@@ -497,7 +497,7 @@ def test_the_server_process_answers_503_while_loading(lab_server):
 
 def test_naive_baseline_predicts_the_same_fares(lab_predictor):
     trips = _trips(20, seed=9)
-    naive = server._KerasPredict(lab_predictor)
+    naive = server_backends.KerasPredict(lab_predictor)
     columns = lab_predictor.to_columns(trips)
     assert _close(naive(columns).tolist(), lab_predictor.predict(trips))
 

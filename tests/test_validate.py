@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer import ingest, schema, storage, synth, validate
+from trainer import ingest, schema, storage, synth, validate, validate_result
 
 HEADER = b"fare_amount,pickuplon,pickuplat,dropofflon,dropofflat,passengers,key\n"
 
@@ -91,7 +91,7 @@ def test_too_many_bad_rows_fails_with_counts_and_quarantine_path(tmp_path, bucke
     train = _write(tmp_path / "train.csv", [line for line, _ in DIRTY])
     valid = _write(tmp_path / "valid.csv", [good(k) for k in range(20)])
     quarantine_uri = f"gs://{bucket}/runs/1/quarantine.jsonl"
-    with pytest.raises(validate.ValidationError) as info:
+    with pytest.raises(validate_result.ValidationError) as info:
         validate.validate(train, valid, tmp_path / "out", smoke_steps=5, quarantine_uri=quarantine_uri)
     message = str(info.value)
     assert "train: 10 of 20 rows bad (50.0% > max_bad_fraction 5.0%" in message
@@ -112,7 +112,7 @@ def test_ten_percent_dirty_file_against_the_threshold(tmp_path):
     rng.shuffle(lines)
     train = _write(tmp_path / "train.csv", lines)
     valid = _write(tmp_path / "valid.csv", [good(k) for k in range(50)])
-    with pytest.raises(validate.ValidationError, match=r"100 of 1000 rows bad \(10.0% > max_bad_fraction 9.0%"):
+    with pytest.raises(validate_result.ValidationError, match=r"100 of 1000 rows bad \(10.0% > max_bad_fraction 9.0%"):
         validate.validate(train, valid, tmp_path / "a", max_bad_fraction=0.09, smoke_steps=0)
     result = validate.validate(train, valid, tmp_path / "b", max_bad_fraction=0.10, smoke_steps=0)
     assert result.train.clean == 900 and result.train.quarantined == 100
@@ -125,21 +125,21 @@ def test_ten_percent_dirty_file_against_the_threshold(tmp_path):
 def test_empty_files(tmp_path):
     empty = _write(tmp_path / "empty.csv", [])
     valid = _write(tmp_path / "valid.csv", [good(1), good(2)])
-    with pytest.raises(validate.ValidationError, match=r"train: .*empty.csv has no data rows \(0 lines\)"):
+    with pytest.raises(validate_result.ValidationError, match=r"train: .*empty.csv has no data rows \(0 lines\)"):
         validate.validate(empty, valid, tmp_path / "out", smoke_steps=0)
-    with pytest.raises(validate.ValidationError, match="hold no data rows"):
+    with pytest.raises(validate_result.ValidationError, match="hold no data rows"):
         validate.validate(empty, empty, tmp_path / "out2", smoke_steps=0)
     only_header = _write(tmp_path / "header.csv", [HEADER])
-    with pytest.raises(validate.ValidationError, match=r"valid: .*header.csv has no data rows \(1 lines\)"):
+    with pytest.raises(validate_result.ValidationError, match=r"valid: .*header.csv has no data rows \(1 lines\)"):
         validate.validate(valid, only_header, tmp_path / "out3", smoke_steps=0)
 
 
 def test_missing_file_and_mixed_layouts(tmp_path):
     lab = synth.write_csv(tmp_path / "lab.csv", rows=20, layout="lab")
     dated = synth.write_csv(tmp_path / "dated.csv", rows=20, layout="dated")
-    with pytest.raises(validate.ValidationError, match="valid file not found: .*nope.csv"):
+    with pytest.raises(validate_result.ValidationError, match="valid file not found: .*nope.csv"):
         validate.validate(lab, tmp_path / "nope.csv", tmp_path / "out")
-    with pytest.raises(validate.ValidationError, match="different layouts"):
+    with pytest.raises(validate_result.ValidationError, match="different layouts"):
         validate.validate(lab, dated, tmp_path / "out", smoke_steps=0)
     # An explicit layout judges every row against it instead.
     result = validate.validate(lab, dated, tmp_path / "out", smoke_steps=0, layout="lab", max_bad_fraction=1)

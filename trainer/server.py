@@ -26,17 +26,17 @@ Prediction modes:
 * ``inline``: one signature call per request, on the event loop.
 * ``naive``: the same validation and routes but Keras ``model.predict`` per request — the
   baseline the serving benchmark compares against, not for use.
+
+This module holds the contract (port, routes), the command line and the subprocess API; the ASGI
+application is ``trainer.server_app``, request reading and parsing ``trainer.server_requests``, the
+batch and naive back ends ``trainer.server_backends``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import concurrent.futures
-import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -48,50 +48,23 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import orjson
-
-from trainer import predictor as predictor_mod
-from trainer.predictor import InstanceError, Predictor
+from trainer.server_app import MODEL_NAME, MODES, PredictionApp
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = "taxifare"
-# Vertex AI public endpoints refuse requests over 1.5 MB; refuse them here too, before parsing.
-MAX_BODY_BYTES = 1_572_864
 DEFAULT_PORT = 8080
 DEFAULT_HEALTH_ROUTE = "/health"
 DEFAULT_PREDICT_ROUTE = "/predict"
 TF_SERVING_PREDICT_ROUTE = f"/v1/models/{MODEL_NAME}:predict"
 METADATA_ROUTES = (f"/v1/models/{MODEL_NAME}", f"/v1/models/{MODEL_NAME}/metadata", "/metadata")
-MODES = ("batch", "inline", "naive")
-# Upper bound on instances coalesced into one signature call in batch mode.
-MAX_BATCH_INSTANCES = 8192
 EXIT_LOAD_FAILED = 3
-
-
-def _dumps(value: Any) -> bytes:
-    """JSON bytes; falls back to ASCII escapes for strings orjson refuses (lone surrogates)."""
-    try:
-        return orjson.dumps(value)
-    except TypeError:
-        return json.dumps(value, ensure_ascii=True, default=str).encode()
-
-
-class RequestError(Exception):
-    """A client mistake: answered with ``status`` and a JSON body, never a 5xx."""
-
-    def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None, **extra):
-        super().__init__(message)
-        self.status = status
-        self.body = {"error": message, **extra}
-        self.headers = headers or []
 
 
 @dataclass(frozen=True)
 class Routes:
+    """Where the server answers: Vertex's ``AIP_*`` routes, plus the TF-Serving predict and metadata routes."""
+
     health: str = DEFAULT_HEALTH_ROUTE
     predict: tuple[str, ...] = (DEFAULT_PREDICT_ROUTE, TF_SERVING_PREDICT_ROUTE)
     metadata: tuple[str, ...] = METADATA_ROUTES
@@ -104,335 +77,6 @@ class Routes:
             health=env.get("AIP_HEALTH_ROUTE") or DEFAULT_HEALTH_ROUTE,
             predict=tuple(dict.fromkeys((predict, TF_SERVING_PREDICT_ROUTE))),
         )
-
-
-def resolve_model_dir(model_uri: str, cache_dir: str | Path | None = None) -> Path:
-    """A local directory for ``model_uri``: the path itself, or a gs:// prefix downloaded."""
-    if not model_uri.startswith("gs://"):
-        return Path(model_uri)
-    from trainer import storage
-
-    target = Path(cache_dir or tempfile.mkdtemp(prefix="taxifare-model-"))
-    log.info("downloading %s to %s", model_uri, target)
-    storage.download_dir(model_uri, target)
-    return target
-
-
-# --------------------------------------------------------------------------------------------
-# Prediction back ends
-# --------------------------------------------------------------------------------------------
-class _Batcher:
-    """Coalesces validated columns from concurrent requests into single signature calls."""
-
-    def __init__(self, model: Predictor):
-        self.model = model
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="taxifare-predict")
-        self.task: asyncio.Task | None = None
-        self.calls = 0
-        self.instances = 0
-
-    def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._run())
-
-    async def predict(self, columns: dict[str, np.ndarray], count: int) -> np.ndarray:
-        future = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait((columns, count, future))
-        return await future
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            items = [await self.queue.get()]
-            total = items[0][1]
-            while total < MAX_BATCH_INSTANCES and not self.queue.empty():
-                item = self.queue.get_nowait()
-                items.append(item)
-                total += item[1]
-            if len(items) == 1:
-                columns = items[0][0]
-            else:
-                columns = {name: np.concatenate([item[0][name] for item in items]) for name in items[0][0]}
-            try:
-                fares = await loop.run_in_executor(self.executor, self.model.predict_columns, columns)
-            except Exception as exc:  # noqa: BLE001 — a model failure: every waiting request gets a 500
-                for _, _, future in items:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            self.calls += 1
-            self.instances += total
-            start = 0
-            for _, count, future in items:
-                if not future.done():  # the client may have gone away
-                    future.set_result(fares[start : start + count])
-                start += count
-
-    def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-        self.executor.shutdown(wait=False, cancel_futures=True)
-
-
-class _KerasPredict:
-    """The naive baseline: the SavedModel wrapped as a Keras model, ``model.predict`` per request."""
-
-    def __init__(self, model: Predictor):
-        import keras
-
-        signature = model.signature
-        output_key = model.output_key
-
-        class SavedModelWrapper(keras.Model):
-            def call(self, inputs):
-                return signature(**inputs)[output_key]
-
-        self.model = SavedModelWrapper()
-
-    def __call__(self, columns: dict[str, np.ndarray]) -> np.ndarray:
-        return np.asarray(self.model.predict(columns, verbose=0)).reshape(-1)
-
-
-# --------------------------------------------------------------------------------------------
-# The ASGI application
-# --------------------------------------------------------------------------------------------
-_JSON_HEADERS = [(b"content-type", b"application/json")]
-
-
-@dataclass
-class ServerState:
-    status: str = "loading"  # loading → ready | failed
-    model: Predictor | None = None
-    error: str | None = None
-    started_at: float = field(default_factory=time.time)
-    ready_at: float | None = None
-    model_uri: str = ""
-
-
-class PredictionApp:
-    """ASGI app: health, predict and metadata routes around one loaded :class:`Predictor`."""
-
-    def __init__(
-        self,
-        model_uri: str,
-        routes: Routes | None = None,
-        mode: str = "batch",
-        on_load_failure=None,
-    ):
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        self.routes = routes or Routes.from_env()
-        self.mode = mode
-        self.state = ServerState(model_uri=model_uri)
-        self.on_load_failure = on_load_failure
-        self._batcher: _Batcher | None = None
-        self._naive: _KerasPredict | None = None
-        self._load_task: asyncio.Future | None = None
-        self._download_dir: Path | None = None  # where a gs:// model was downloaded
-        self._get_routes = {self.routes.health: self._health}
-        for route in self.routes.metadata:
-            self._get_routes[route] = self._metadata
-        self._post_routes = {route: self._predict for route in self.routes.predict}
-
-    # ------------------------------------------------------------------ loading
-    def _load(self) -> Predictor:
-        if self.state.model_uri.startswith("gs://"):
-            self._download_dir = Path(tempfile.mkdtemp(prefix="taxifare-model-"))
-        local = resolve_model_dir(self.state.model_uri, self._download_dir)
-        model = Predictor.load(local)
-        if self.mode == "naive":
-            self._naive = _KerasPredict(model)
-            self._naive(model.to_columns([model.example_instance()]))
-        return model
-
-    async def _load_in_background(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            model = await loop.run_in_executor(None, self._load)
-        except Exception as exc:  # noqa: BLE001 — any load failure is reported by health and ends the server
-            self.state.status = "failed"
-            self.state.error = f"{type(exc).__name__}: {exc}"
-            log.error("cannot load model %s: %s", self.state.model_uri, self.state.error)
-            if self.on_load_failure is not None:
-                self.on_load_failure(exc)
-            return
-        if self.mode == "batch":
-            self._batcher = _Batcher(model)
-            self._batcher.start()
-        self.state.model = model
-        self.state.ready_at = time.time()
-        self.state.status = "ready"
-        log.info("serving %s (%s mode) on %s", model.path, self.mode, ", ".join(self.routes.predict))
-
-    async def _lifespan(self, receive, send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                self._load_task = asyncio.ensure_future(self._load_in_background())
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                if self._batcher is not None:
-                    self._batcher.close()
-                if self._load_task is not None and not self._load_task.done():
-                    self._load_task.cancel()
-                if self._download_dir is not None:
-                    try:
-                        shutil.rmtree(self._download_dir)
-                    except OSError as exc:
-                        log.warning("could not remove the downloaded model %s: %s", self._download_dir, exc)
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-    # ------------------------------------------------------------------ HTTP
-    async def __call__(self, scope, receive, send) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "lifespan":
-            await self._lifespan(receive, send)
-
-    async def _http(self, scope, receive, send) -> None:
-        path = scope["path"]
-        method = scope["method"]
-        try:
-            if method == "POST" and path in self._post_routes:
-                status, body = await self._post_routes[path](scope, receive)
-            elif method in ("GET", "HEAD") and path in self._get_routes:
-                status, body = self._get_routes[path]()
-            elif path in self._post_routes:
-                raise RequestError(405, f"{method} not allowed on {path}; use POST", [(b"allow", b"POST")])
-            elif path in self._get_routes:
-                raise RequestError(405, f"{method} not allowed on {path}; use GET", [(b"allow", b"GET, HEAD")])
-            else:
-                raise RequestError(
-                    404,
-                    f"no route {path}; predictions are at {', '.join(self.routes.predict)}",
-                )
-            headers = _JSON_HEADERS
-        except RequestError as exc:
-            status, body, headers = exc.status, _dumps(exc.body), _JSON_HEADERS + exc.headers
-        except Exception:  # a server bug: logged, answered 500, the server keeps running
-            log.exception("error handling %s %s", method, path)
-            status, body, headers = 500, b'{"error":"internal server error"}', _JSON_HEADERS
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": headers + [(b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
-
-    def _health(self) -> tuple[int, bytes]:
-        state = self.state
-        if state.status == "ready":
-            return 200, b'{"status":"ready"}'
-        return 503, _dumps({"status": state.status, "error": state.error})
-
-    def _metadata(self) -> tuple[int, bytes]:
-        state = self.state
-        info: dict[str, Any] = {
-            "name": MODEL_NAME,
-            "status": state.status,
-            "mode": self.mode,
-            "model_uri": state.model_uri,
-            "routes": {"health": self.routes.health, "predict": list(self.routes.predict)},
-            "started_at": state.started_at,
-            "ready_at": state.ready_at,
-        }
-        if state.error:
-            info["error"] = state.error
-        if state.model is not None:
-            info.update(state.model.describe())
-            info["model_version_status"] = [{"version": state.model.version, "state": "AVAILABLE"}]
-        if self._batcher is not None:
-            info["batching"] = {"calls": self._batcher.calls, "instances": self._batcher.instances}
-        return 200, _dumps(info)
-
-    async def _read_body(self, scope, receive) -> bytes:
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    raise RequestError(400, "Content-Length is not a number") from None
-                if length > MAX_BODY_BYTES:
-                    raise RequestError(
-                        413, f"request body of {length} bytes exceeds the limit of {MAX_BODY_BYTES} bytes"
-                    )
-        chunks = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise RequestError(400, "client disconnected before sending the whole body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise RequestError(413, f"request body exceeds the limit of {MAX_BODY_BYTES} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    async def _predict(self, scope, receive) -> tuple[int, bytes]:
-        body = await self._read_body(scope, receive)
-        model = self.state.model
-        if model is None:
-            return 503, orjson.dumps({"error": f"model not ready ({self.state.status})"})
-        instances = parse_request(body)
-        try:
-            columns = model.to_columns(instances)
-        except InstanceError as exc:
-            raise RequestError(400, str(exc), index=exc.index, field=exc.field) from None
-        count = len(instances)
-        if self._batcher is not None:
-            fares = await self._batcher.predict(columns, count)
-        elif self._naive is not None:
-            fares = self._naive(columns)
-        else:
-            fares = model.predict_columns(columns)
-        if len(fares) != count:
-            raise RuntimeError(f"model returned {len(fares)} values for {count} instances")
-        key = model.output_key
-        return 200, orjson.dumps({"predictions": [{key: x} for x in fares.tolist()]})
-
-
-def parse_request(body: bytes) -> list:
-    """The ``instances`` of a prediction request body, or a RequestError saying what is wrong."""
-    if not body:
-        raise RequestError(400, 'empty body; expected JSON {"instances": [...]}')
-    try:
-        request = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        # orjson refuses NaN/Infinity literals and integers beyond 64 bits; the standard parser
-        # accepts them, so such bodies get the precise per-field message below.
-        try:
-            request = json.loads(body)
-        except (ValueError, RecursionError) as exc:
-            raise RequestError(400, f"body is not JSON: {exc}") from None
-    if not isinstance(request, dict):
-        raise RequestError(400, 'body must be a JSON object {"instances": [...]}')
-    if "instances" not in request:
-        raise RequestError(400, 'body has no "instances" list')
-    unknown = sorted(set(request) - {"instances", "parameters", "signature_name"})
-    if unknown:
-        raise RequestError(400, f"unknown top-level keys {unknown}; expected instances and parameters")
-    # TF-Serving clients may name the signature; there is only one.
-    signature_name = request.get("signature_name", predictor_mod.SIGNATURE_NAME)
-    if signature_name != predictor_mod.SIGNATURE_NAME:
-        raise RequestError(
-            400, f"unknown signature_name {signature_name!r}; the model has {predictor_mod.SIGNATURE_NAME!r}"
-        )
-    parameters = request.get("parameters")
-    if parameters is not None and not isinstance(parameters, dict):
-        raise RequestError(400, '"parameters" must be a JSON object')
-    instances = request["instances"]
-    if not isinstance(instances, list):
-        raise RequestError(400, f'"instances" must be a list, got {predictor_mod.json_type(instances)}')
-    if not instances:
-        raise RequestError(400, '"instances" is empty; send at least one instance')
-    return instances
 
 
 # --------------------------------------------------------------------------------------------
@@ -467,7 +111,7 @@ def serve(
         if server is not None:
             server.should_exit = True
 
-    app = PredictionApp(model_uri, routes=routes, mode=mode, on_load_failure=load_failed)
+    app = PredictionApp(model_uri, routes=routes or Routes.from_env(), mode=mode, on_load_failure=load_failed)
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(

@@ -1,0 +1,84 @@
+"""The smoke run: a few training steps on a sample of the clean rows, then the export reloaded and asked for a fare."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from trainer import schema
+from trainer.validate_result import SmokeResult, ValidationError
+
+DEFAULT_SMOKE_ROWS = 2000
+
+
+def _head(src: Path, dst: Path, rows: int) -> int:
+    count = 0
+    with open(src, "rb") as source, open(dst, "wb") as out:
+        for line in source:
+            if count >= rows:
+                break
+            out.write(line)
+            count += 1
+    return count
+
+
+def smoke_run(
+    clean_train: Path,
+    clean_valid: Path,
+    work_dir: Path,
+    layout: schema.Layout,
+    *,
+    steps: int = 10,
+    rows: int = DEFAULT_SMOKE_ROWS,
+    batch_size: int = 64,
+) -> SmokeResult:
+    """Train ``steps`` steps on a sample, reload the export, predict the layout's test instance."""
+    from trainer import predictor, task
+
+    started = time.perf_counter()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    train_rows = _head(clean_train, work_dir / "train.csv", rows)
+    valid_rows = _head(clean_valid, work_dir / "valid.csv", rows)
+    output_dir = work_dir / "model"
+    argv = [
+        "--train_data_paths",
+        str(work_dir / "train.csv"),
+        "--eval_data_paths",
+        str(work_dir / "valid.csv"),
+        "--output_dir",
+        str(output_dir),
+        "--train_steps",
+        str(steps),
+        "--train_batch_size",
+        str(batch_size),
+        "--layout",
+        layout.name,
+        "--eval_steps",
+        "1",
+    ]
+    code = task.main(argv)
+    if code != 0:
+        raise ValidationError(f"smoke run: the trainer exited with code {code} ({' '.join(argv)})")
+    exporter = output_dir / "export" / "exporter"
+    try:
+        model_dir = predictor.find_saved_model(exporter)
+        loaded = predictor.Predictor.load(model_dir)
+    except (predictor.ModelNotFoundError, predictor.ModelLoadError) as exc:
+        raise ValidationError(f"smoke run: no usable export under {exporter}: {exc}") from None
+    instance = dict(schema.TEST_INSTANCES[layout.name])
+    try:
+        (fare,) = loaded.predict([instance])
+    except predictor.InstanceError as exc:
+        raise ValidationError(f"smoke run: the exported model rejects the test instance: {exc}") from None
+    if not math.isfinite(fare):
+        raise ValidationError(f"smoke run: the exported model predicts {fare} for {instance}")
+    return SmokeResult(
+        steps=steps,
+        train_rows=train_rows,
+        valid_rows=valid_rows,
+        export_dir=str(model_dir),
+        instance=instance,
+        prediction=float(fare),
+        seconds=round(time.perf_counter() - started, 3),
+    )
