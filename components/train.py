@@ -61,9 +61,9 @@ def train(
     with step_log("train") as facts, tempfile.TemporaryDirectory(prefix="taxifare-train-") as workdir:
         valid_path = local_path(valid_data, Path(workdir) / "valid")  # trainer eval and the HTML report
         if runner == "vertex":
-            from trainer import vertex
+            from trainer import vertex_training
 
-            vertex.train(
+            vertex_training.train(
                 project=project,
                 region=region,
                 train_data=train_data.uri,

@@ -373,22 +373,22 @@ def test_whole_pipeline_runs_in_the_project_image(image, gcs_emulator, bucket, v
 # -- a two-replica CustomJob's worker pools, run as containers ----------------------------------------
 @pytest.mark.containers
 def test_custom_job_worker_pools_train_one_model_in_containers(image, tmp_path):
-    """The worker pool specs trainer.vertex sends for replica_count=2, each replica started with
-    ``docker run`` and the TF_CONFIG Vertex AI gives it (a chief and a worker on loopback)."""
-    from trainer import synth, vertex
+    """The worker pool specs trainer.vertex_training sends for replica_count=2, each replica started
+    with ``docker run`` and the TF_CONFIG Vertex AI gives it (a chief and a worker on loopback)."""
+    from trainer import synth, vertex_training
 
     data = tmp_path / "data"
     data.mkdir()
     train = synth.write_csv(data / "train.csv", rows=3000, layout="lab", seed=21)
     valid = synth.write_csv(data / "valid.csv", rows=600, layout="lab", seed=22)
     output_dir = tmp_path / "out"
-    args = vertex.trainer_args(
+    args = vertex_training.trainer_args(
         train_data=str(train),
         eval_data=str(valid),
         output_dir=str(output_dir),
         hyper={"train_steps": 20, "batch_size": 128, "hidden_units": "16 8", "learning_rate": 0.01, "seed": 4},
     )
-    pools = vertex.worker_pool_specs(image=image, args=args, replica_count=2)
+    pools = vertex_training.worker_pool_specs(image=image, args=args, replica_count=2)
     cluster = {"chief": [f"127.0.0.1:{free_port()}"], "worker": [f"127.0.0.1:{free_port()}"]}
     replicas = [("chief", 0, pools[0]), ("worker", 0, pools[1])]
     ids = []

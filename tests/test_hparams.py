@@ -12,7 +12,7 @@ from pipelines import params
 from pipelines.compile import compile_pipeline
 from pipelines.taxifare import taxifare
 from pipelines.taxifare_sweep import taxifare_sweep
-from trainer import hparams, hypertune, model, task, vertex
+from trainer import hparams, hypertune, model, task, vertex_training
 
 
 def _parse_trainer(argv):
@@ -67,7 +67,9 @@ def test_the_train_component_takes_every_hyperparameter_and_sets_none_of_their_d
 
 
 def test_vertex_job_arguments_are_the_trainers_own_command_line():
-    args = vertex.trainer_args(train_data="gs://b/t.csv", eval_data="gs://b/v.csv", output_dir="gs://b/out", hyper={})
+    args = vertex_training.trainer_args(
+        train_data="gs://b/t.csv", eval_data="gs://b/v.csv", output_dir="gs://b/out", hyper={}
+    )
     assert args[:6] == [
         "--train_data_paths",
         "/gcs/b/t.csv",
@@ -79,7 +81,7 @@ def test_vertex_job_arguments_are_the_trainers_own_command_line():
     assert _parse_trainer(args) == DEFAULTS
     given = {"train_steps": 7, "hidden_units": "16 8", "learning_rate": 0.5, "towers": 2}
     assert _parse_trainer(
-        vertex.trainer_args(train_data="gs://b/t", eval_data="gs://b/v", output_dir="gs://b/o", hyper=given)
+        vertex_training.trainer_args(train_data="gs://b/t", eval_data="gs://b/v", output_dir="gs://b/o", hyper=given)
     ) == {
         **DEFAULTS,
         **given,

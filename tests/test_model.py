@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import data, features, model, schema
+from trainer import data, distribution, features, schema
 
 JFK = (-73.7781, 40.6413)
 TIMES_SQUARE = (-73.9855, 40.7580)
@@ -117,14 +117,14 @@ def test_winsorize_learns_the_training_range():
 
 
 def test_worker_role_from_tf_config():
-    assert model.worker_role({}, {}) == (1, True)
-    assert model.worker_role({"worker": ["a:1"]}, {"type": "worker", "index": 0}) == (1, True)
+    assert distribution.worker_role({}, {}) == (1, True)
+    assert distribution.worker_role({"worker": ["a:1"]}, {"type": "worker", "index": 0}) == (1, True)
     two = {"worker": ["a:1", "b:2"]}
-    assert model.worker_role(two, {"type": "worker", "index": 0}) == (2, True)
-    assert model.worker_role(two, {"type": "worker", "index": 1}) == (2, False)
+    assert distribution.worker_role(two, {"type": "worker", "index": 0}) == (2, True)
+    assert distribution.worker_role(two, {"type": "worker", "index": 1}) == (2, False)
     with_chief = {"chief": ["c:0"], "worker": ["a:1"]}
-    assert model.worker_role(with_chief, {"type": "chief", "index": 0}) == (2, True)
-    assert model.worker_role(with_chief, {"type": "worker", "index": 0}) == (2, False)
+    assert distribution.worker_role(with_chief, {"type": "chief", "index": 0}) == (2, True)
+    assert distribution.worker_role(with_chief, {"type": "worker", "index": 0}) == (2, False)
 
 
 def _check_round_trip(output_dir: Path, valid: Path, layout: schema.Layout):

@@ -196,7 +196,7 @@ def test_tuning_trial_entry_point_trains_and_reports_to_hypertune(tmp_path):
         "--train_batch_size=64",
     ]
     done = subprocess.run(
-        [sys.executable, "-m", "trainer.sweep", *args], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "trainer.hypertune", *args], env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((trial_dir / "eval_metrics.json").read_text())
@@ -253,7 +253,7 @@ def test_champion_step_measures_the_served_model_through_its_endpoint(lab_model_
     assert verdict == "deploy" and "champion_rmse" not in metrics and metrics["deploy"] == 1
     assert (
         "no model is being served" in report
-        and "| 1 | 0 | 32 16 | 0.0030 | 256 | 50 | 0 | 5 | 5.0000 | succeeded |" in report
+        and "| 1 | 0 | 50 | 256 | 32 16 | 0.0030 | 0 | 5 | 5.0000 | succeeded |" in report
     )
 
     local_endpoint.deploy(str(lab_model_dir), "champ")  # the same model now serves: no gain

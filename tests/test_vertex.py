@@ -1,10 +1,10 @@
-"""trainer.vertex against the recorded Vertex AI REST contract (real aiplatform SDK calls)."""
+"""trainer.vertex and trainer.vertex_training against the recorded Vertex AI REST contract (real SDK calls)."""
 
 from __future__ import annotations
 
 import pytest
 
-from trainer import vertex
+from trainer import vertex, vertex_training
 from trainer.config import Settings
 
 IMAGE = "us-central1-docker.pkg.dev/test-project/taxifare/taxifare-pipelines:1"
@@ -20,7 +20,7 @@ T4 = 5  # google.cloud.aiplatform_v1.types.AcceleratorType.NVIDIA_TESLA_T4
 
 
 def _args():
-    return vertex.trainer_args(
+    return vertex_training.trainer_args(
         train_data="gs://taxifare-test/taxifare/data/train.csv",
         eval_data="gs://taxifare-test/taxifare/data/valid.csv",
         output_dir="gs://taxifare-test/taxifare/runs/r1",
@@ -30,7 +30,7 @@ def _args():
 
 def test_custom_job_worker_pools_image_args_and_replicas(vertex_contract):
     vertex_contract.load("vertex_custom_job")
-    result = vertex.run_custom_job(
+    result = vertex_training.run_custom_job(
         project="test-project",
         region="us-central1",
         display_name="taxifare-train",
@@ -72,7 +72,7 @@ def test_custom_job_worker_pools_image_args_and_replicas(vertex_contract):
 
 def test_train_on_vertex_runs_the_trainer_on_the_bucket(vertex_contract):
     vertex_contract.load("vertex_custom_job")
-    result = vertex.train(
+    result = vertex_training.train(
         project="test-project",
         region="us-central1",
         train_data="gs://taxifare-test/taxifare/data/train.csv",
@@ -95,7 +95,7 @@ def test_train_on_vertex_runs_the_trainer_on_the_bucket(vertex_contract):
 
 def test_train_on_vertex_needs_bucket_locations():
     with pytest.raises(ValueError, match="train_data must be a gs:// URI"):
-        vertex.train(
+        vertex_training.train(
             project="test-project",
             region="us-central1",
             train_data="/tmp/train.csv",
@@ -108,7 +108,7 @@ def test_train_on_vertex_needs_bucket_locations():
 
 def test_single_replica_has_one_pool_without_accelerator(vertex_contract):
     vertex_contract.load("vertex_custom_job")
-    vertex.run_custom_job(
+    vertex_training.run_custom_job(
         project="test-project",
         region="us-central1",
         display_name="taxifare-train",
@@ -136,7 +136,7 @@ def test_failed_custom_job_raises_with_vertex_message(vertex_contract):
         },
     )
     with pytest.raises(vertex.VertexError, match="JOB_STATE_FAILED: The replica workerpool0-0 exited"):
-        vertex.run_custom_job(
+        vertex_training.run_custom_job(
             project="test-project",
             region="us-central1",
             display_name="taxifare-train",
@@ -163,7 +163,7 @@ def test_accelerator_enum_number_is_t4():
 )
 def test_worker_pool_arguments_checked(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        vertex.worker_pool_specs(image=IMAGE, args=[], **kwargs)
+        vertex_training.worker_pool_specs(image=IMAGE, args=[], **kwargs)
 
 
 def test_first_deploy_uploads_new_model_creates_endpoint_and_sends_all_traffic(vertex_contract):

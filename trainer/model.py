@@ -1,11 +1,4 @@
-"""The taxifare model: input functions, the Keras model, training, evaluation and export.
-
-``train_and_evaluate`` is the whole job behind ``python -m trainer.task``: scan the CSVs, build
-the model (feature engineering and normalisation inside the graph), train for ``train_steps``
-batches while logging train/eval loss to TensorBoard, evaluate on every parseable row of the
-evaluation files, and export a SavedModel whose ``serving_default`` signature takes the raw
-serving fields to ``OUTPUT_DIR/export/exporter/<timestamp>/``.
-"""
+"""The taxifare model: the job's settings, the Keras model, and training it (``train_and_evaluate``)."""
 
 from __future__ import annotations
 
@@ -26,8 +19,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from trainer import data, hparams, schema
+from trainer import data, hparams
+from trainer.distribution import choose_strategy
+from trainer.evaluation import TensorBoardLoss, evaluate
 from trainer.features import CROSS_BUCKETS, GRID_CELLS, TaxiFeatures, Winsorize, feature_names
+from trainer.savedmodel import export_model
 from trainer.schema import Layout
 
 log = logging.getLogger(__name__)
@@ -38,7 +34,6 @@ DEFAULT_LOSS = "huber:5"  # squared error within $5, linear beyond: meter-less o
 NORMALIZATION_SAMPLE_ROWS = 100_000
 EVAL_EVERY_STEPS = 500
 CACHE_MAX_ROWS = 10_000_000  # ~300 MB of parsed rows; larger data streams from the files every pass
-METADATA_FILE = "taxifare.json"
 
 
 # The job's settings: where the data is, the hyperparameters (one field per trainer flag, typed
@@ -69,13 +64,6 @@ def serving_inputs(layout: Layout) -> dict[str, keras.KerasTensor]:
     """One named Keras input per raw serving field: float32, or string for the pickup time."""
     return {
         name: keras.Input(shape=(), dtype="string" if name == layout.pickup_datetime else "float32", name=name)
-        for name in layout.serving_fields
-    }
-
-
-def serving_signature(layout: Layout) -> dict[str, tf.TensorSpec]:
-    return {
-        name: tf.TensorSpec([None], tf.string if name == layout.pickup_datetime else tf.float32, name=name)
         for name in layout.serving_fields
     }
 
@@ -226,74 +214,7 @@ class EnsembleRMSE(keras.metrics.RootMeanSquaredError):
 
 
 # ---------------------------------------------------------------------------------------------
-# Distribution
-
-
-def cluster_from_tf_config() -> tuple[dict, dict]:
-    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    return config.get("cluster", {}), config.get("task", {})
-
-
-def worker_role(cluster: dict, task: dict) -> tuple[int, bool]:
-    """(number of training workers, is this task the chief) from TF_CONFIG's cluster and task.
-
-    The chief is the "chief" task, or worker 0 when the cluster has no chief. Only the chief
-    writes the export, metrics and TensorBoard files.
-    """
-    workers = len(cluster.get("worker", [])) + len(cluster.get("chief", []))
-    if workers <= 1:
-        return max(workers, 1), True
-    kind, index = task.get("type", "worker"), int(task.get("index", 0))
-    return workers, kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
-
-
-def choose_strategy() -> tuple[tf.distribute.Strategy, bool]:
-    """(strategy, is_chief): MultiWorkerMirroredStrategy when TF_CONFIG has several workers."""
-    cluster, task = cluster_from_tf_config()
-    workers, is_chief = worker_role(cluster, task)
-    if workers <= 1:
-        return tf.distribute.get_strategy(), True
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    log.info("multi-worker training: %d workers, this is %s (chief=%s)", workers, task, is_chief)
-    return strategy, is_chief
-
-
-# ---------------------------------------------------------------------------------------------
 # Training
-
-
-class _TensorBoardLoss(keras.callbacks.Callback):
-    """Scalars the lab watches: train loss every few steps, eval loss after each evaluation."""
-
-    def __init__(self, logdir: Path, every: int = 50):
-        super().__init__()
-        self.train_writer = tf.summary.create_file_writer(str(logdir / "train"))
-        self.eval_writer = tf.summary.create_file_writer(str(logdir / "eval"))
-        self.every = every
-        self.step = 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
-        if logs and self.step % self.every == 0:
-            with self.train_writer.as_default(step=self.step):
-                tf.summary.scalar("loss", float(logs["loss"]))
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        with self.train_writer.as_default(step=self.step):
-            tf.summary.scalar("loss", float(logs["loss"]))
-        if "val_loss" in logs:
-            with self.eval_writer.as_default(step=self.step):
-                tf.summary.scalar("loss", float(logs["val_loss"]))
-                tf.summary.scalar("rmse", float(logs["val_rmse"]))
-        self.train_writer.flush()
-        self.eval_writer.flush()
-        log.info(
-            "step %d: loss %.3f%s",
-            self.step,
-            logs.get("loss", float("nan")),
-            f", eval loss {logs['val_loss']:.3f}" if "val_loss" in logs else "",
-        )
 
 
 def _normalization_sample(scan: data.ScanResult, rows: int) -> tuple[dict[str, np.ndarray], float]:
@@ -315,66 +236,21 @@ def _normalization_sample(scan: data.ScanResult, rows: int) -> tuple[dict[str, n
     return sample, float(np.concatenate(labels).mean())
 
 
-def evaluate(model_fn, scan: data.ScanResult, batch_size: int = 4096, max_batches: int | None = None) -> dict:
-    """RMSE/MAE on every parseable row (and on plausible rows only) of the scanned files.
-
-    model_fn maps a dict of raw serving fields (tensors) to predicted fares.
-    """
-    ds = data.make_dataset(scan, batch_size=batch_size, training=False, with_mask=True)
-    errors, masks = [], []
-    for i, (features, label, mask) in enumerate(ds):
-        if max_batches is not None and i >= max_batches:
-            break
-        pred = np.asarray(model_fn(features)).reshape(-1)
-        errors.append(pred - label.numpy())
-        masks.append(mask.numpy())
-    err = np.concatenate(errors).astype(np.float64)
-    mask = np.concatenate(masks)
-    plausible = err[mask]
-    return {
-        "rmse": float(np.sqrt(np.mean(err**2))),
-        "mae": float(np.mean(np.abs(err))),
-        "eval_rows": int(err.size),
-        "rmse_plausible": float(np.sqrt(np.mean(plausible**2))) if plausible.size else float("nan"),
-        "mae_plausible": float(np.mean(np.abs(plausible))) if plausible.size else float("nan"),
-        "eval_rows_plausible": int(plausible.size),
-    }
-
-
-def _new_export_dir(base: Path) -> Path:
-    stamp = int(time.time())
-    while (base / str(stamp)).exists():
-        stamp += 1
-    return base / str(stamp)
-
-
-def export_model(model: keras.Model, layout: Layout, export_base: Path, metadata: dict) -> Path:
-    """Write a SavedModel with the raw-field ``serving_default`` signature and its metadata."""
-    target = _new_export_dir(export_base)
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-
-    def serve(instances):
-        fare = model(instances, training=False)
-        return {schema.LABEL: tf.reshape(tf.cast(fare, tf.float32), [-1])}
-
-    archive.add_endpoint("serving_default", serve, input_signature=[serving_signature(layout)])
-    tmp = target.with_name(f".{target.name}.tmp")
-    archive.write_out(str(tmp), verbose=False)
-    extra = tmp / "assets.extra"
-    extra.mkdir(exist_ok=True)
-    (extra / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-    tmp.rename(target)  # readers never see a half-written export
-    return target
-
-
 def train_and_evaluate(
     train_data_paths: str | Sequence[str],
     eval_data_paths: str | Sequence[str],
     output_dir: str | os.PathLike,
     **options,
 ) -> dict:
-    """Train, evaluate, export. Returns the metrics written to OUTPUT_DIR/eval_metrics.json."""
+    """Train, evaluate, export: the whole job behind ``python -m trainer.task``.
+
+    Scans the CSVs, builds the model (feature engineering and normalisation inside the graph),
+    trains for ``train_steps`` batches while logging train/eval loss to TensorBoard, evaluates on
+    every parseable row of the evaluation files, and exports a SavedModel whose
+    ``serving_default`` signature takes the raw serving fields to
+    ``OUTPUT_DIR/export/exporter/<timestamp>/``. Returns the metrics written to
+    ``OUTPUT_DIR/eval_metrics.json``.
+    """
     config = TrainConfig(train_data_paths, eval_data_paths, str(output_dir), **options)
     return run(config)
 
@@ -420,7 +296,7 @@ def run(config: TrainConfig) -> dict:
         eval_ds = eval_ds.take(config.eval_steps)
     every = min(EVAL_EVERY_STEPS, config.train_steps)
     epochs = max(1, math.ceil(config.train_steps / every))
-    tensorboard = _TensorBoardLoss(write_dir / "tensorboard", every=max(1, min(50, every)))
+    tensorboard = TensorBoardLoss(write_dir / "tensorboard", every=max(1, min(50, every)))
     fit_started = time.monotonic()
     model.fit(
         train_ds,

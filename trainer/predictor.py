@@ -26,13 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from trainer import schema
+from trainer import savedmodel, schema
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_NAME = "serving_default"
 OUTPUT_KEY = "fare_amount"
-METADATA_FILE = Path("assets.extra") / "taxifare.json"
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # The exact course format; anything else goes through schema.parse_datetime and is normalised.
 _DATETIME_RE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} UTC\Z")
@@ -96,7 +95,7 @@ def find_saved_model(model_dir: str | Path) -> Path:
 
 def read_model_metadata(saved_model_dir: str | Path) -> dict[str, Any]:
     """The export's ``assets.extra/taxifare.json`` ({} when absent)."""
-    path = Path(saved_model_dir) / METADATA_FILE
+    path = Path(saved_model_dir) / "assets.extra" / savedmodel.METADATA_FILE
     if not path.is_file():
         return {}
     try:

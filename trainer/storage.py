@@ -1,79 +1,36 @@
-"""One storage layer for local paths and ``gs://`` URIs.
-
-Bytes move with google-cloud-storage (TensorFlow's own gs:// filesystem ignores the emulator), and
-every transfer is checked with CRC32C, the checksum GCS keeps for every object:
-
-* ``upload_file`` computes the local CRC32C first; an object that already holds the same bytes is
-  skipped (a re-run uploads nothing); an object holding *different* bytes is never overwritten
-  unless ``overwrite=True``; after an upload the object's CRC32C must equal the local one.
-* ``download_file`` writes to a temporary name, compares CRC32C (and an expected value when the
-  caller knows one, e.g. from a dataset manifest), then renames.
-
-When ``STORAGE_EMULATOR_HOST`` is set the client talks to that emulator with anonymous credentials;
-otherwise it uses Application Default Credentials. Failures become one-line ``StorageError``s:
-bad bucket name, missing bucket, unreachable store (naming the host), permission denied.
-"""
+"""One storage API for local paths and ``gs://`` URIs: names, CRC32C-checked transfers, listing."""
 
 from __future__ import annotations
 
 import base64
-import functools
 import ipaddress
-import logging
 import os
 import re
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import google_crc32c
 
-logger = logging.getLogger(__name__)
+from trainer import gcs
 
-EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
-RETRY_ENV = "TAXIFARE_GCS_RETRY_S"
-EMULATOR_PROJECT = "local-project"
+# Callers reach the client, its message helpers and every StorageError as storage.<name>.
+from trainer.gcs import PROGRESS_MIN_BYTES, _client, client, first_line, short_message  # noqa: F401
+from trainer.storage_types import (
+    BucketNameError,
+    BucketNotFound,
+    ChecksumMismatch,
+    ObjectConflict,
+    ObjectNotFound,
+    PreconditionFailed,  # noqa: F401
+    StorageError,
+    StoragePermissionDenied,  # noqa: F401
+    StoreUnreachable,  # noqa: F401
+    UploadResult,
+)
+
 _CHUNK = 1 << 20
-PROGRESS_MIN_BYTES = 8 << 20  # smaller files finish before a progress bar is worth drawing
-
-
-# -- errors --------------------------------------------------------------------------------------
-class StorageError(RuntimeError):
-    """A storage operation failed; the message is one line naming the URI or host."""
-
-
-class BucketNameError(StorageError, ValueError):
-    """A bucket name that breaks the GCS naming rules."""
-
-
-class BucketNotFound(StorageError):
-    pass
-
-
-class ObjectNotFound(StorageError, FileNotFoundError):
-    pass
-
-
-class StoreUnreachable(StorageError, ConnectionError):
-    pass
-
-
-class StoragePermissionDenied(StorageError, PermissionError):
-    pass
-
-
-class ObjectConflict(StorageError):
-    """The destination already holds different bytes and overwriting was not asked for."""
-
-
-class PreconditionFailed(StorageError):
-    """The object changed between our check and our write (HTTP 412)."""
-
-
-class ChecksumMismatch(StorageError):
-    """Bytes read or written do not match the CRC32C they should have."""
 
 
 # -- URIs ----------------------------------------------------------------------------------------
@@ -161,245 +118,28 @@ def crc32c_of_file(path: str | os.PathLike) -> str:
     return base64.b64encode(checksum.digest()).decode("ascii")
 
 
-# -- client and error translation ----------------------------------------------------------------
-def emulator_host() -> str | None:
-    return os.environ.get(EMULATOR_ENV) or None
-
-
-def client(project: str | None = None):
-    """A google-cloud-storage client: the emulator when STORAGE_EMULATOR_HOST is set, else ADC."""
-    return _client(emulator_host(), project)
-
-
-@functools.lru_cache(maxsize=8)
-def _client(emulator: str | None, project: str | None):
-    from google.cloud import storage as gcs
-
-    if emulator:
-        from google.auth.credentials import AnonymousCredentials
-
-        endpoint = emulator if "://" in emulator else f"http://{emulator}"
-        return gcs.Client(
-            project=project or EMULATOR_PROJECT,
-            credentials=AnonymousCredentials(),
-            client_options={"api_endpoint": endpoint},
-        )
-    from google.auth.exceptions import DefaultCredentialsError
-
-    try:
-        return gcs.Client(project=project) if project else gcs.Client()
-    except DefaultCredentialsError as exc:
-        raise StorageError(
-            "no Google credentials found: run `gcloud auth application-default login`, or set "
-            f"{EMULATOR_ENV} to use a local emulator ({first_line(exc)})"
-        ) from None
-
-
-def _retry():
-    """Retries for transient failures, bounded so that a dead store fails in seconds, not minutes."""
-    from google.cloud.storage.retry import DEFAULT_RETRY
-
-    default = 3.0 if emulator_host() else 60.0
-    return DEFAULT_RETRY.with_timeout(float(os.environ.get(RETRY_ENV, default)))
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def _store_host() -> str:
-    host = emulator_host()
-    if host:
-        return host
-    return "storage.googleapis.com"
-
-
-def _root_cause(exc: BaseException) -> BaseException:
-    from google.api_core.exceptions import RetryError
-
-    seen = exc
-    while isinstance(seen, RetryError) and seen.cause is not None:
-        seen = seen.cause
-    return seen
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    import requests
-
-    probe: BaseException | None = exc
-    while probe is not None:
-        if isinstance(probe, (requests.exceptions.ConnectionError, ConnectionError)):
-            return True
-        probe = probe.__cause__ or probe.__context__
-    return False
-
-
-def translate_error(exc: BaseException, uri: str) -> StorageError:
-    """Map a google-cloud-storage / transport exception to a one-line StorageError."""
-    from google.api_core import exceptions as gexc
-
-    if isinstance(exc, StorageError):
-        return exc
-    cause = _root_cause(exc)
-    if _is_connection_error(cause):
-        reason = "connection refused" if "refused" in str(cause).lower() else first_line(cause)
-        return StoreUnreachable(f"cannot reach the storage service at {_store_host()} ({reason}) while accessing {uri}")
-    if isinstance(cause, gexc.RetryError):
-        return StoreUnreachable(f"storage at {_store_host()} kept failing for {uri}: {first_line(cause)}")
-    if isinstance(cause, (gexc.Forbidden, gexc.Unauthorized)):
-        return StoragePermissionDenied(f"permission denied on {uri} ({cause.code}): {short_message(cause)}")
-    if isinstance(cause, gexc.NotFound):
-        return ObjectNotFound(f"not found: {uri}")
-    if isinstance(cause, gexc.PreconditionFailed):
-        return PreconditionFailed(f"{uri} changed while it was being written (412)")
-    if isinstance(cause, gexc.GoogleAPICallError):
-        return StorageError(f"storage error on {uri} ({cause.code}): {short_message(cause)}")
-    return StorageError(f"storage error on {uri}: {type(cause).__name__}: {first_line(cause)}")
-
-
-_REQUEST_PREFIX = re.compile(r"^(GET|POST|PUT|PATCH|DELETE|HEAD) \S+: ")
-
-
-def short_message(exc) -> str:
-    """The service's own message: first line, without the client's "POST <url>: " prefix."""
-    message = (getattr(exc, "message", None) or str(exc)).strip()
-    if not message:
-        return type(exc).__name__
-    return _REQUEST_PREFIX.sub("", message.splitlines()[0])
-
-
-def _bucket_missing(bucket: str) -> bool:
-    """True when the bucket does not exist (needs only storage.objects.list, not buckets.get)."""
-    from google.api_core import exceptions as gexc
-
-    try:
-        iterator = client().list_blobs(bucket, max_results=1, retry=_retry())
-        next(iter(iterator), None)
-    except gexc.NotFound:
-        return True
-    except _transport_errors() as exc:
-        raise translate_error(exc, f"gs://{bucket}") from None
-    return False
-
-
+# -- objects -------------------------------------------------------------------------------------
 def check_bucket(bucket: str) -> None:
     """Raise BucketNotFound (or another StorageError) unless the bucket exists and is reachable."""
     check_bucket_name(bucket)
-    if _bucket_missing(bucket):
+    if gcs.bucket_missing(bucket):
         raise BucketNotFound(f"bucket gs://{bucket} does not exist (create it first)")
 
 
-def _not_found(exc: BaseException, uri: str) -> StorageError:
-    """A 404: tell a missing bucket apart from a missing object."""
-    bucket, _ = split_gcs_uri(uri)
-    if _bucket_missing(bucket):
-        return BucketNotFound(f"bucket gs://{bucket} does not exist (while accessing {uri})")
-    return ObjectNotFound(f"not found: {uri}")
-
-
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean "the store said no / could not be reached" (not a bug of ours)."""
-    import requests
-    from google.api_core import exceptions as gexc
-    from google.auth import exceptions as auth_exc
-    from google.cloud.storage import exceptions as storage_exc
-
-    return (
-        gexc.GoogleAPIError,
-        requests.exceptions.RequestException,
-        ConnectionError,
-        TimeoutError,
-        auth_exc.TransportError,
-        storage_exc.InvalidResponse,
-        storage_exc.DataCorruption,
-    )
-
-
-def _call(uri: str, func, *args, **kwargs):
-    """Run one client call, turning store failures into StorageErrors."""
-    from google.api_core import exceptions as gexc
-
-    try:
-        return func(*args, **kwargs)
-    except gexc.NotFound as exc:
-        raise _not_found(exc, uri) from None
-    except _transport_errors() as exc:
-        err = translate_error(exc, uri)
-        if isinstance(err, ObjectNotFound):
-            raise _not_found(exc, uri) from None
-        raise err from None
-
-
-def _blob(uri: str):
+def _object(uri: str) -> tuple[str, str]:
+    """(bucket, name) of a gs:// URI that names an object, not just a bucket."""
     bucket, name = split_gcs_uri(uri)
     if not name:
         raise StorageError(f"{uri} names a bucket, not an object")
-    return client().bucket(bucket).blob(name)
+    return bucket, name
 
 
 def _get_blob(uri: str):
     """The object's metadata, or None when it does not exist (the bucket must exist)."""
-    bucket, name = split_gcs_uri(uri)
-    if not name:
-        raise StorageError(f"{uri} names a bucket, not an object")
-    blob = _call(uri, client().bucket(bucket).get_blob, name, retry=_retry())
-    if blob is None and _bucket_missing(bucket):
-        raise BucketNotFound(f"bucket gs://{bucket} does not exist (while accessing {uri})")
-    return blob
+    return gcs.get_blob(*_object(uri), uri)
 
 
 # -- transfers -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class UploadResult:
-    """What happened to one file: ``action`` is uploaded, skipped (same bytes) or overwritten."""
-
-    source: str
-    uri: str
-    size: int
-    crc32c: str
-    action: str
-    seconds: float = 0.0
-    generation: int | None = None
-
-    @property
-    def uploaded(self) -> bool:
-        return self.action in ("uploaded", "overwritten")
-
-    @property
-    def skipped(self) -> bool:
-        return self.action == "skipped"
-
-
-def _progress_bar(total: int, desc: str, enabled: bool):
-    if not enabled or total < PROGRESS_MIN_BYTES:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, leave=False)
-
-
-class _ProgressReader:
-    """A file wrapper that advances a progress bar as the client reads it."""
-
-    def __init__(self, handle, bar) -> None:
-        self._handle, self._bar = handle, bar
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._handle.read(size)
-        self._bar.update(len(data))
-        return data
-
-    def __getattr__(self, name):
-        return getattr(self._handle, name)
-
-
-class _ProgressWriter(_ProgressReader):
-    def write(self, data: bytes) -> int:
-        self._bar.update(len(data))
-        return self._handle.write(data)
-
-
 def upload_file(
     local: str | os.PathLike,
     uri: str | os.PathLike,
@@ -411,8 +151,8 @@ def upload_file(
 ) -> UploadResult:
     """Copy a local file to ``uri`` (gs:// or a local path) and verify its CRC32C.
 
-    An existing destination with the same CRC32C is skipped when ``skip_if_same``; one with
-    different bytes raises ObjectConflict unless ``overwrite``.
+    An existing destination with the same CRC32C is skipped when ``skip_if_same`` (a re-run
+    uploads nothing); one with different bytes raises ObjectConflict unless ``overwrite``.
     """
     local = Path(local)
     if not local.is_file():
@@ -420,65 +160,26 @@ def upload_file(
     size = local.stat().st_size
     crc = crc32c_of_file(local)
     uri = str(uri)
-    start = time.perf_counter()
     if not is_gcs(uri):
-        return _copy_local(local, Path(uri), size, crc, skip_if_same, overwrite, start)
+        return _copy_local(local, Path(uri), size, crc, skip_if_same, overwrite)
 
-    existing = _get_blob(uri)
-    generation_match = 0
-    action = "uploaded"
-    if existing is not None:
-        if existing.crc32c == crc and existing.size == size and skip_if_same:
-            logger.info("skip %s (same crc32c %s)", uri, crc)
-            return UploadResult(str(local), uri, size, crc, "skipped", 0.0, existing.generation)
-        if existing.crc32c != crc and not overwrite:
-            raise ObjectConflict(
-                f"{uri} already exists with different content (crc32c {existing.crc32c}, "
-                f"local {crc}); not overwriting it"
-            )
-        generation_match = existing.generation
-        action = "overwritten" if existing.crc32c != crc else "uploaded"
-
-    blob = _blob(uri)
-    kwargs = dict(
-        if_generation_match=generation_match,
-        checksum="crc32c",
-        retry=_retry(),
+    bucket, name = _object(uri)
+    return gcs.upload_file(
+        local,
+        bucket,
+        name,
+        uri,
+        size,
+        crc,
+        skip_if_same=skip_if_same,
+        overwrite=overwrite,
+        progress=progress,
         content_type=content_type,
     )
-    bar = _progress_bar(size, local.name, progress)
-    try:
-        _upload(uri, blob, local, size, bar, kwargs)
-    except PreconditionFailed:
-        # GCS enforces the generation precondition (the emulator does not): someone else wrote
-        # the object between our check and our upload. Same bytes: fine; else never clobber.
-        now = _get_blob(uri)
-        if now is not None and now.crc32c == crc:
-            return UploadResult(str(local), uri, size, crc, "skipped", 0.0, now.generation)
-        raise ObjectConflict(f"{uri} was written by someone else during this upload; not overwriting it") from None
-    finally:
-        if bar is not None:
-            bar.close()
-    if blob.crc32c != crc:
-        raise ChecksumMismatch(f"{uri}: stored crc32c {blob.crc32c} != local {crc} after upload")
-    seconds = time.perf_counter() - start
-    logger.info("%s %s (%d bytes, crc32c %s, %.2f s)", action, uri, size, crc, seconds)
-    return UploadResult(str(local), uri, size, crc, action, seconds, blob.generation)
 
 
-def _upload(uri: str, blob, local: Path, size: int, bar, kwargs: dict) -> None:
-    if size == 0:
-        # The emulator drops the connection on an empty media/XML upload; the JSON multipart
-        # path (which GCS also accepts for empty objects) works on both.
-        _call(uri, blob.upload_from_string, b"", **kwargs)
-    elif bar is not None:
-        with open(local, "rb") as handle:
-            _call(uri, blob.upload_from_file, _ProgressReader(handle, bar), size=size, **kwargs)
-    else:
-        _call(uri, blob.upload_from_filename, str(local), **kwargs)
-
-
-def _copy_local(src, dst, size, crc, skip_if_same, overwrite, start) -> UploadResult:
+def _copy_local(src, dst, size, crc, skip_if_same, overwrite) -> UploadResult:
+    start = time.perf_counter()
     if dst.exists():
         dst_crc = crc32c_of_file(dst)
         if dst_crc == crc and skip_if_same:
@@ -518,7 +219,8 @@ def download_file(
 ) -> Path:
     """Copy ``uri`` (gs:// or local) to ``local``, verifying CRC32C; returns the local path.
 
-    ``expected_crc32c`` (e.g. from a manifest) catches an object altered after it was written.
+    The bytes go to ``<local>.part``, renamed only once their CRC32C matches the stored one and
+    ``expected_crc32c`` (e.g. from a manifest, to catch an object altered after it was written).
     """
     uri, local = str(uri), Path(local)
     local.parent.mkdir(parents=True, exist_ok=True)
@@ -533,23 +235,11 @@ def download_file(
         if blob is None:
             raise ObjectNotFound(f"not found: {uri}")
         stored = blob.crc32c
-        bar = _progress_bar(blob.size or 0, Path(blob.name).name, progress)
         try:
-            with open(part, "wb") as handle:
-                _call(
-                    uri,
-                    blob.download_to_file,
-                    handle if bar is None else _ProgressWriter(handle, bar),
-                    checksum="crc32c",
-                    retry=_retry(),
-                    if_generation_match=blob.generation,
-                )
+            gcs.download(blob, uri, part, progress=progress)
         except BaseException:
             part.unlink(missing_ok=True)
             raise
-        finally:
-            if bar is not None:
-                bar.close()
     got = crc32c_of_file(part)
     for label, want in (("stored", stored), ("expected", expected_crc32c)):
         if want is not None and got != want:
@@ -575,13 +265,7 @@ def list_blobs(prefix_uri: str | os.PathLike) -> list[str]:
             return [str(root)]
         return sorted(str(p) for p in root.rglob("*") if p.is_file())
     bucket, prefix = split_gcs_uri(prefix_uri)
-
-    def _list() -> list[str]:
-        return sorted(
-            f"gs://{bucket}/{blob.name}" for blob in client().list_blobs(bucket, prefix=prefix or None, retry=_retry())
-        )
-
-    return _call(prefix_uri, _list)
+    return gcs.list_uris(bucket, prefix, prefix_uri)
 
 
 def delete(uri: str | os.PathLike) -> None:
@@ -593,7 +277,7 @@ def delete(uri: str | os.PathLike) -> None:
             raise ObjectNotFound(f"not found: {uri}")
         path.unlink()
         return
-    _call(uri, _blob(uri).delete, retry=_retry())
+    gcs.delete(*_object(uri), uri)
 
 
 def read_bytes(uri: str | os.PathLike) -> bytes:
@@ -606,7 +290,7 @@ def read_bytes(uri: str | os.PathLike) -> bytes:
     blob = _get_blob(uri)
     if blob is None:
         raise ObjectNotFound(f"not found: {uri}")
-    return _call(uri, blob.download_as_bytes, checksum="crc32c", retry=_retry())
+    return gcs.read_bytes(blob, uri)
 
 
 def read_text(uri: str | os.PathLike, encoding: str = "utf-8") -> str:

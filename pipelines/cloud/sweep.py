@@ -256,7 +256,7 @@ def run_tuning_job(
     """
     from google.cloud import aiplatform
 
-    from trainer import vertex
+    from trainer import vertex, vertex_training
 
     if not (train_data and eval_data):
         raise SweepError(
@@ -287,7 +287,7 @@ def run_tuning_job(
         storage.fuse_path(base_output),
     ]
     args += hparams.flags(fixed)  # the swept ones come from the tuner as --<flag>=<value>
-    pools = vertex.worker_pool_specs(image=settings.image, args=args, machine_type=machine_type)
+    pools = vertex_training.worker_pool_specs(image=settings.image, args=args, machine_type=machine_type)
     for pool in pools:
         pool["container_spec"]["command"] = ["python", "-m", "trainer.hypertune"]
 
