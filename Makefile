@@ -9,18 +9,26 @@ STAMP := $(VENV)/.installed
 TAXIFARE := $(VENV)/bin/taxifare
 PYTEST := $(PY) -m pytest
 
-.PHONY: install lint format run test test-fast test-reliability test-containers audit bench bench-model bench-serve \
+.PHONY: install doctor lint format run test test-fast test-reliability test-containers audit bench bench-model bench-serve \
         compile tensorboard serve image push submit kind-up kind-down clean lock
 
 install: $(STAMP)
 
 # Idempotent: the venv is (re)built only when the lockfile or pyproject changes.
+# Bytecode is compiled here, once: PYTHONDONTWRITEBYTECODE=1 is set on these machines (and in many
+# images), so Python never caches it itself and every process would compile TensorFlow again
+# (`import tensorflow` ~16 s instead of ~6 s). `make doctor` checks that it is there and current.
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	test -x $(UV) || $(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
-	$(UV) pip sync --python $(PY) requirements.lock
-	$(UV) pip install --python $(PY) --no-deps -e .
+	$(UV) pip sync --compile-bytecode --python $(PY) requirements.lock
+	$(UV) pip install --compile-bytecode --python $(PY) --no-deps -e .
+	$(PY) -m compileall -q -j 0 trainer components pipelines
 	touch $(STAMP)
+
+# Is the venv's bytecode compiled and current (tensorflow, kfp, aiplatform, …)? Exit 1 if not.
+doctor: install
+	$(PY) -m pipelines.doctor
 
 lock:
 	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
