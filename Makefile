@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TAXIFARE := $(VENV)/bin/taxifare
 PYTEST := $(PY) -m pytest
 
-.PHONY: install doctor lint format run test test-fast test-reliability test-containers audit bench bench-model bench-serve \
+.PHONY: install doctor lint format run test test-e2e test-reliability test-containers audit bench bench-model bench-serve \
         compile tensorboard serve image push submit kind-up kind-down clean lock
 
 install: $(STAMP)
@@ -45,11 +45,15 @@ format: install
 run: install
 	$(TAXIFARE) run --local $(ARGS)
 
+# The loop's suite (what the README's `make test` runs): everything but the long end-to-end runs,
+# the load and fault-injection suites, the container build and the network audit.
 test: install
-	$(PYTEST) -m "not containers and not network" $(ARGS)
+	$(PYTEST) -m "not slow and not reliability and not containers and not network" $(ARGS)
 
-test-fast: install
-	$(PYTEST) -m "not slow and not reliability and not containers" $(ARGS)
+# The long suites CI runs after `make test`: whole pipelines, sweeps, real browsers on real runs,
+# fault injection and load.
+test-e2e: install
+	$(PYTEST) -m "(slow or reliability) and not containers and not network" $(ARGS)
 
 test-reliability: install
 	$(PYTEST) -m "reliability and not network" $(ARGS)

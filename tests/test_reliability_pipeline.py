@@ -17,11 +17,13 @@ from unittest import mock
 import pytest
 
 from pipelines.local.emulator import GcsEmulator, free_port
-from pipelines.local.run import STEPS, RunError, run_local
+from pipelines.local.run import RunError, graph_steps, run_local
+from pipelines.taxifare import taxifare
 from tests.reliability import record
 from trainer import storage
 
 pytestmark = pytest.mark.reliability
+STEPS = [name for name, _ in graph_steps(taxifare)]
 
 PARAMS = {
     "source": "synthetic://?rows=2000&layout=lab&seed=11",

@@ -29,11 +29,16 @@ _AREAS = (
     "pipelines.cli.sweep",
     "pipelines.cli.bench",
     "pipelines.cli.data",
+    "pipelines.cli.ui",
 )
 
 
 @app.callback()
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+def _main(
+    ctx: typer.Context,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging; `run` shows every task's output."),
+) -> None:
+    ctx.obj = {"verbose": verbose}
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -35,6 +36,7 @@ def compile_command(
 
 
 def run_command(
+    ctx: typer.Context,
     local: bool = typer.Option(True, "--local/--no-local", help="Run on this machine (kfp.local)."),
     source: str | None = typer.Option(None, help="Data source (default: the embedded synthetic data)."),
     param: list[str] = typer.Option([], "--param", "-p", help="Pipeline parameter NAME=VALUE (repeatable)."),
@@ -43,57 +45,101 @@ def run_command(
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse the outputs of unchanged steps."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the run summary as JSON here."),
 ) -> None:
-    """Run the whole pipeline locally: GCS emulator, kfp.local, a local endpoint."""
+    """Run the whole pipeline locally: GCS emulator, kfp.local, a local endpoint. One line per step;
+    each task's full log goes to the run's folder (-v shows everything)."""
+    from pipelines import params as pipeline_params
+    from pipelines.local.console import StepLines
     from pipelines.local.emulator import EmulatorError
     from pipelines.local.run import RunError, run_local
+    from pipelines.taxifare import taxifare
 
     if not local:
         _fail("only --local runs here; use `taxifare submit --target vertex|kfp` for the cloud")
-    from pipelines import params as pipeline_params
-    from pipelines.taxifare import taxifare
-
     try:
         params = pipeline_params.validate(taxifare, pipeline_params.parse_assignments(param))
     except ValueError as exc:
         _fail(str(exc))
     if source is not None:
         params["source"] = source
+    verbose = bool((ctx.obj or {}).get("verbose"))
+    if not verbose:  # the run's own progress is the step lines; details are in the logs
+        logging.getLogger().setLevel(logging.WARNING)
+    lines = StepLines(console)
     try:
-        summary = run_local(workdir=workdir, params=params, keep_endpoint=keep_endpoint, enable_caching=cache)
-    except (RunError, EmulatorError, ValueError) as exc:
+        with lines.shown():
+            summary = run_local(
+                workdir=workdir,
+                params=params,
+                keep_endpoint=keep_endpoint,
+                enable_caching=cache,
+                on_event=None if verbose else lines.event,
+                verbose=verbose,
+            )
+    except RunError as exc:
+        print_failure(exc)
+        raise typer.Exit(code=1) from None
+    except (EmulatorError, ValueError) as exc:
         _fail(str(exc))
     _print_summary(summary)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(summary.as_dict(), indent=2))
+        json_out.write_text(json.dumps(summary.as_dict(), indent=2, default=str))
+
+
+def print_failure(exc) -> None:
+    """The failing step, its error, the last lines of its log and where the whole log is."""
+    err_console.print(f"error: {exc}", style="red", markup=False, highlight=False, soft_wrap=True)
+    if exc.log_tail:
+        err_console.print(f"last lines of the {exc.step} log:", markup=False, highlight=False)
+        for line in exc.log_tail:
+            err_console.print("  " + line, markup=False, highlight=False, soft_wrap=True)
+    if exc.log_path:
+        err_console.print(f"full log: {exc.log_path}", markup=False, highlight=False, soft_wrap=True)
+    if exc.run_folder and (exc.run_folder / "index.html").exists():
+        err_console.print(f"run page: {exc.run_folder / 'index.html'}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_summary(summary) -> None:
-    table = Table(title=f"taxifare local run — {summary.wall_s:.1f} s")
+    table = Table(title=f"taxifare local run — {summary.wall_s:.1f} s", title_justify="left")
     table.add_column("step")
     table.add_column("wall s", justify="right")
     table.add_column("start+exit s", justify="right")  # wall minus time in the step's own function
-    table.add_column("facts")
-    for name in ("ingest", "validate", "train", "export", "deploy", "predict"):
-        timing = summary.steps.get(name)
-        if timing is None:
-            continue
+    table.add_column("facts", overflow="fold")
+    for name, timing in summary.steps.items():
         facts = summary.facts.get(name) or ({"cached": True} if timing.cached else {})
+        shown = {k: v for k, v in facts.items() if not _is_path(v)}  # paths get their own lines below
         table.add_row(
             name,
             "cached" if timing.cached else f"{timing.wall_s:.2f}" if timing.wall_s is not None else "?",
             f"{timing.overhead_s:.2f}" if timing.overhead_s is not None else "",
-            ", ".join(f"{k}={_short(v)}" for k, v in facts.items()),
+            ", ".join(f"{k}={_short(v)}" for k, v in shown.items()),
         )
     console.print(table)
     if not math.isnan(summary.predict_rmse) and summary.predict_rmse >= 0:
         console.print(f"endpoint RMSE on the validation sample: {summary.predict_rmse:.3f}")
-    console.print(f"artifacts: {summary.run_dir or summary.pipeline_root}")
+    paths = {
+        "model": summary.facts.get("export", {}).get("uri"),
+        "evaluation": summary.facts.get("train", {}).get("evaluation"),
+        "tensorboard": summary.facts.get("train", {}).get("tensorboard"),
+        "predictions": summary.facts.get("predict", {}).get("predictions"),
+        "artifacts": summary.run_dir or summary.pipeline_root,
+        "logs": summary.run_folder / "logs" if summary.run_folder else None,
+    }
+    for label, value in paths.items():
+        if value:
+            console.print(f"{label + ':':<13}{value}", highlight=False, soft_wrap=True)
+    if summary.run_folder and (summary.run_folder / "index.html").exists():
+        console.print(f"{'run page:':<13}{summary.run_folder / 'index.html'}  (taxifare ui serves it)", soft_wrap=True)
     if summary.endpoint_kept:
         console.print(
             f"endpoint left running at {summary.endpoint_url}; stop it with "
-            f"`taxifare stop-endpoint` (state in {summary.pipeline_root.parent / 'state'})"
+            f"`taxifare stop-endpoint` (state in {summary.pipeline_root.parent / 'state'})",
+            soft_wrap=True,
         )
+
+
+def _is_path(value) -> bool:
+    return isinstance(value, str) and (value.startswith(("gs://", "/")) or "://" in value)
 
 
 def _short(value) -> str:

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -25,11 +26,23 @@ from trainer.ingest import parse_source
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKDIR = Path("build/local")
-STEPS = ("ingest", "validate", "train", "export", "deploy", "predict")
 
 
 class RunError(RuntimeError):
-    """The local run failed; the message names the step and the reason."""
+    """The local run failed; the message names the step and the reason. ``step``, ``log_path`` and
+    ``log_tail`` say where to look; ``run_folder`` holds the run's logs and page."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step: str | None = None,
+        log_path: Path | None = None,
+        log_tail: list[str] | None = None,
+        run_folder: Path | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.step, self.log_path, self.log_tail, self.run_folder = step, log_path, log_tail or [], run_folder
 
 
 @dataclass
@@ -57,6 +70,9 @@ class RunSummary:
     steps: dict[str, StepTiming] = field(default_factory=dict)
     facts: dict[str, dict] = field(default_factory=dict)
     outputs: dict = field(default_factory=dict)  # the pipeline's returned values by name
+    run_folder: Path | None = None  # this run's logs/, summary.json and page (index.html)
+    dag: list = field(default_factory=list)  # [(step, [steps it runs after])] in run order
+    params: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {
@@ -77,6 +93,8 @@ class RunSummary:
             },
             "facts": self.facts,
             "outputs": self.outputs,
+            "run_folder": str(self.run_folder) if self.run_folder else None,
+            "params": self.params,
         }
 
 
@@ -88,13 +106,19 @@ def run_local(
     enable_caching: bool = True,
     runner=None,
     pipeline=None,
+    on_event=None,
+    verbose: bool = False,
 ) -> RunSummary:
     """Run the `taxifare` pipeline locally; returns timings, the endpoint and where the artifacts are.
 
     `pipeline` may be the pipeline loaded back from its compiled YAML
     (``kfp.components.load_component_from_file``); by default it is the Python definition.
+    Each task's output goes to ``WORKDIR/runs/<run>/logs/<task>.log`` (and, with ``verbose``, to
+    stdout as kfp.local prints it); ``on_event(task, state)`` hears each task start, end or cache hit.
     """
     from kfp import local
+
+    from pipelines.local import console, page, run_record
 
     if pipeline is None:
         from pipelines.taxifare import taxifare as pipeline
@@ -113,6 +137,7 @@ def run_local(
             parse_source(params[name])
     pipeline_root = workdir / "pipeline_root"
     step_log = workdir / "steps.jsonl"
+    run_folder = _new_run_folder(workdir / "runs")
     pipeline_root.mkdir(parents=True, exist_ok=True)
     step_log.unlink(missing_ok=True)
 
@@ -128,6 +153,8 @@ def run_local(
         emulator.create_bucket(bucket)
         # kfp.local says, per task, that the UI display name means nothing locally; we know.
         warnings.filterwarnings("ignore", message=r".*have no effect in the current local runner")
+        # and, per task, that the project image is not a Python image: the venv is that image's twin.
+        warnings.filterwarnings("ignore", message=r"You may be attemping to run a task that uses custom")
         local.init(
             runner=runner or local.SubprocessRunner(use_venv=False),
             pipeline_root=str(pipeline_root),
@@ -136,10 +163,44 @@ def run_local(
         )
         before = set(pipeline_root.iterdir())
         pipeline_started = time.time()
+        dag = graph_steps(pipeline)
+        pipeline_name = pipeline.pipeline_spec.pipeline_info.name
+        cache_hits: set[str] = set()
+
+        def events(task: str, state: str) -> None:
+            if state == console.CACHED:
+                cache_hits.add(task.replace("-", "_"))
+            if on_event is not None:
+                on_event(task, state)
+
         try:
-            result = pipeline(**params)
+            with console.captured(run_folder / "logs", events, verbose=verbose) as logs:
+                result = pipeline(**params)
         except RuntimeError as exc:
-            raise RunError(_failure_line(exc, step_log)) from None
+            step, message = _failure(exc, step_log)
+            task = next((t for t in (step, (step or "").replace("_", "-")) if t and logs.tail(t)), step)
+            log_path = run_folder / "logs" / console.log_name(task) if task else None
+            new_dirs = sorted(set(pipeline_root.iterdir()) - before)
+            record = run_record.record_from_failure(
+                params=params,
+                step=step,
+                error=message,
+                log_tail=logs.tail(task) if task else [],
+                artifacts_dir=new_dirs[-1] if new_dirs else None,
+                step_records=_read_step_log(step_log),
+                wall_s=time.time() - started,
+                started=started,
+                pipeline=pipeline_name,
+                dag=dag,
+            )
+            page.write_run_page(run_folder, record)
+            raise RunError(
+                message,
+                step=step,
+                log_path=log_path,
+                log_tail=logs.tail(task) if task else [],
+                run_folder=run_folder,
+            ) from None
         outputs = _pipeline_outputs(result)
         rmse = _as_float(outputs.get("Output"))
         endpoint = local_endpoint.get(endpoint_name)
@@ -152,10 +213,14 @@ def run_local(
             endpoint_url=endpoint.predict_url if endpoint else None,
             endpoint_kept=keep_endpoint and endpoint is not None,
             predict_rmse=rmse,
-            steps=step_timings(_read_step_log(step_log), pipeline_started, STEPS),
+            steps=step_timings(_read_step_log(step_log), pipeline_started, [n for n, _ in dag], cache_hits),
         )
         summary.facts = {r["step"]: r.get("facts", {}) for r in _read_step_log(step_log)}
         summary.outputs = outputs
+        summary.run_folder, summary.params, summary.dag = run_folder, params, dag
+        (run_folder / "summary.json").write_text(json.dumps(summary.as_dict(), indent=2, default=str))
+        record = run_record.record_from_summary(summary, params, pipeline=pipeline_name, dag=dag, started=started)
+        page.write_run_page(run_folder, record)
         return summary
     finally:
         if not keep_endpoint:
@@ -168,17 +233,51 @@ def run_local(
                 os.environ[key] = value
 
 
-def step_timings(records: list[dict], run_started: float, order: tuple[str, ...]) -> dict[str, StepTiming]:
+def graph_steps(pipeline) -> list[tuple[str, list[str]]]:
+    """The pipeline's steps in run order with the steps each runs after, read from its spec:
+    loops and conditions flattened, names as the steps log them (``select-best`` → ``select_best``)."""
+    spec = pipeline.pipeline_spec
+
+    def nested(task) -> dict:
+        return spec.components[task.component_ref.name].dag.tasks
+
+    def leaves(tasks) -> list[str]:
+        return [leaf for name, task in tasks.items() for leaf in (leaves(nested(task)) if nested(task) else [name])]
+
+    edges: dict[str, set[str]] = {}
+
+    def walk(tasks, outside: set[str]) -> None:
+        for name, task in tasks.items():
+            after = set(outside)
+            for dependency in task.dependent_tasks:
+                after |= set(leaves({dependency: tasks[dependency]}))
+            if nested(task):
+                walk(nested(task), after)
+            else:
+                edges[name] = after
+
+    walk(spec.root.dag.tasks, set())
+    order: list[str] = []
+    while len(order) < len(edges):
+        ready = [name for name, after in edges.items() if name not in order and after <= set(order)]
+        order += ready or [name for name in edges if name not in order]  # no cycle comes out of a spec
+    return [(name.replace("-", "_"), sorted(a.replace("-", "_") for a in edges[name])) for name in order]
+
+
+def step_timings(
+    records: list[dict], run_started: float, order: list[str], cache_hits: set[str]
+) -> dict[str, StepTiming]:
     """Per-step wall time (from the previous step's end, or the run's start, to this step's end),
-    the time inside the step's own code, and the difference: what orchestration costs. Steps with
-    no record were answered from the cache."""
+    the time inside the step's own code, and the difference: what orchestration costs. Steps
+    answered from the cache are marked; steps that did not run (a condition) are left out."""
     by_step = {r["step"]: r for r in records}
     timings: dict[str, StepTiming] = {}
     previous_end = run_started
     for name in order:
         record = by_step.get(name)
         if record is None:
-            timings[name] = StepTiming(name, cached=True)
+            if name in cache_hits:
+                timings[name] = StepTiming(name, cached=True)
             continue
         timings[name] = StepTiming(name, wall_s=round(record["end"] - previous_end, 3), in_step_s=record["seconds"])
         previous_end = record["end"]
@@ -206,9 +305,22 @@ def _read_step_log(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _failure_line(exc: Exception, step_log: Path) -> str:
-    """One line naming the failed step and its error, from the step log the steps write."""
+def _failure(exc: Exception, step_log: Path) -> tuple[str | None, str]:
+    """The failed step and one line naming it and its error, from the step log the steps write."""
     for record in reversed(_read_step_log(step_log)):
         if record.get("error"):
-            return f"step {record['step']} failed: {record['error']}"
-    return f"pipeline failed: {exc}"
+            return record["step"], f"step {record['step']} failed: {record['error']}"
+    named = re.search(r"Task '([^']+)' finished with status FAILURE", str(exc))
+    return (named.group(1) if named else None), f"pipeline failed: {exc}"
+
+
+def _new_run_folder(runs: Path) -> Path:
+    """``RUNS/<UTC time>``: a new folder per run, in the order they started."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    folder = runs / stamp
+    suffix = 1
+    while folder.exists():
+        suffix += 1
+        folder = runs / f"{stamp}-{suffix}"
+    folder.mkdir(parents=True)
+    return folder
