@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import compileall
 import copy
+import os
+from pathlib import Path
 
 import pytest
 
 from pipelines.bench import all as bench_all
-from pipelines.bench import baselines, ingest, model, overhead, reliability, serve, throughput
+from pipelines.bench import baselines, first_run, ingest, model, overhead, reliability, serve, throughput
 from pipelines.bench.report import Row, number
 
 
@@ -337,6 +340,104 @@ RELIABILITY = {
     "figures": RELIABILITY_FIGURES,
 }
 
+RUN_OUTPUT = [  # what a default run printed (32 lines)
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "I0000 00:00:1796181393.307475   13916 port.cc:153] oneDNN custom operations are on. You may see slightly different numerical results due to floating-point round-off errors from different computation orders. To turn them off, set the environment variable `TF_ENABLE_ONEDNN_OPTS=0`.",
+    "I0000 00:00:1796181393.386746   13916 cpu_feature_guard.cc:227] This TensorFlow binary is optimized to use available CPU instructions in performance-critical operations.",
+    "To enable the following instructions: AVX2 AVX512F AVX512_VNNI AVX512_BF16 AVX512_FP16 AVX_VNNI FMA, in other operations, rebuild TensorFlow with the appropriate compiler flags.",
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "I0000 00:00:1796181395.687809   13916 port.cc:153] oneDNN custom operations are on. You may see slightly different numerical results due to floating-point round-off errors from different computation orders. To turn them off, set the environment variable `TF_ENABLE_ONEDNN_OPTS=0`.",
+    "✓ ingest         done        1.1 s",
+    "✓ validate       done       18.2 s",
+    "✓ train          done       32.1 s",
+    "✓ export         done       13.6 s",
+    "✓ deploy         done       20.5 s",
+    "✓ predict        done        0.4 s",
+    "taxifare local run — 86.3 s                                                     ",
+    "┏━━━━━━━━━━┳━━━━━━━━┳━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┓",
+    "┃ step     ┃ wall s ┃ start+exit s ┃ facts                                     ┃",
+    "┡━━━━━━━━━━╇━━━━━━━━╇━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┩",
+    "│ ingest   │   1.04 │         0.31 │ train_rows=16028, valid_rows=3972,        │",
+    "│          │        │              │ layout=lab                                │",
+    "│ validate │  16.05 │         0.36 │ clean_rows=19692, bad_rows=308            │",
+    "│ train    │  31.55 │        12.48 │ rmse=2.948, mae=2.143                     │",
+    "│ export   │  14.09 │        12.68 │ version=1796181442                        │",
+    "│ deploy   │  20.57 │         2.67 │ model_version=1796181442                  │",
+    "│ predict  │   2.75 │         2.71 │ instances=201, rmse=2.952                 │",
+    "└──────────┴────────┴──────────────┴───────────────────────────────────────────┘",
+    "endpoint RMSE on the validation sample: 2.952",
+    "model:       gs://taxifare-local/taxifare/models/1796181442",
+    "evaluation:  /tmp/fr-probe/wd/pipeline_root/taxifare-2026-12-02-03-16-38-350555/train/evaluation",
+    "tensorboard: /tmp/fr-probe/wd/pipeline_root/taxifare-2026-12-02-03-16-38-350555/train/model/tensorboard",
+    "predictions: /tmp/fr-probe/wd/pipeline_root/taxifare-2026-12-02-03-16-38-350555/predict/predictions",
+    "artifacts:   /tmp/fr-probe/wd/pipeline_root/taxifare-2026-12-02-03-16-38-350555",
+    "logs:        /tmp/fr-probe/wd/runs/20261202-031638/logs",
+    "run page:    /tmp/fr-probe/wd/runs/20261202-031638/index.html  (taxifare ui serves it)",
+]
+RUN_DIR = "/tmp/taxifare-bench-x/first_run/run/pipeline_root/taxifare-2026-12-02-03-16-38-350555"
+FIRST_RUN = {
+    "params": {},
+    "run": {
+        "command": ".venv/bin/taxifare run --no-cache --workdir /tmp/taxifare-bench-x/first_run/run "
+        "--json /tmp/taxifare-bench-x/first_run/summary.json",
+        "wall_s": 121.87,
+        "exit_code": 0,
+        "lines": 32,
+        "output": RUN_OUTPUT,
+        "summary_wall_s": 112.412,
+        "steps": {"ingest": 1.04, "validate": 16.05, "train": 58.31, "export": 14.09, "deploy": 20.57, "predict": 2.75},
+        "train_rmse": 2.6091,
+        "predict_rmse": 2.6124,
+        "run_dir": RUN_DIR,
+        "clean_train": RUN_DIR + "/validate/clean_train",
+        "clean_valid": RUN_DIR + "/validate/clean_valid",
+        "clean_train_rows": 15783,
+        "clean_valid_rows": 3909,
+        "load_1min": [1.12, 1.95],
+    },
+    "trainer": {
+        "command": "python -m trainer.task --train_data_paths "
+        + RUN_DIR
+        + "/validate/clean_train --eval_data_paths "
+        + RUN_DIR
+        + "/validate/clean_valid --output_dir /tmp/taxifare-bench-x/first_run/trainer --train_steps 2000 "
+        "--train_batch_size 512 --hidden_units '64 32' --learning_rate 0.003 --seed 42 --embedding_dim 0 --towers 5",
+        "wall_s": 52.61,
+        "exit_code": 0,
+        "lines": 7,
+        "hparams": ["--train_steps", "2000", "--train_batch_size", "512", "--hidden_units", "64 32"],
+        "rmse": 2.6091,
+        "steps": 2000,
+        "train_rows": 15783,
+        "eval_rows": 3909,
+        "in_process_s": 45.2,
+        "fit_s": 38.05,
+        "load_1min": [1.95, 1.41],
+    },
+    "run_over_trainer": 2.316,
+    "import_tensorflow": {
+        "repeats": 3,
+        "before_s": [6.212, 5.981, 6.04],
+        "after_s": [6.101, 5.902, 6.388],
+        "before_median_s": 6.04,
+        "after_median_s": 6.101,
+        "ratio": 0.99,
+        "load_1min": [1.41, 1.22, 1.18, 1.09],
+    },
+    "compileall": {
+        "command": "python -m compileall -q -j 0 .venv/lib/python3.11/site-packages",
+        "seconds": 19.4,
+        "exit_code": 1,
+        "error_lines": 3,
+        "pyc_before": 13689,
+        "pyc_after": 13689,
+        "written": 0,
+        "written_examples": [],
+        "site_packages": [".venv/lib/python3.11/site-packages"],
+    },
+    "targets": {"run_over_trainer": 2.0, "lines": 40, "import_ratio": 1.2},
+}
+
 FIGURES = {
     "quality": QUALITY,
     "throughput": THROUGHPUT,
@@ -344,6 +445,7 @@ FIGURES = {
     "ingest": INGEST,
     "pipeline": PIPELINE,
     "reliability": RELIABILITY,
+    "first_run": FIRST_RUN,
 }
 
 
@@ -385,6 +487,11 @@ THROUGHPUT_ROWS = [
 PIPELINE_ROWS = [
     "| Local pipeline (`make run`) | default run **49.4 s** wall (target ≤ 60 s) | cached re-run 9.4 s (4 steps from cache) | re-run takes **0.19×** the first |",
     "| Local pipeline, per step | wall s (wall − time in the step function, i.e. Python/TF start and exit + orchestration): ingest 0.9 s (0.15) · validate 11.9 s (0.16) · train 16.2 s (1.36) · export 9.4 s (1.46) · deploy 10.5 s (1.23) · predict 0.3 s (0.13) | kfp.local orchestration per task (6 no-op tasks): **0.058 s** (target ≤ 0.5) | |",
+]
+FIRST_RUN_ROWS = [
+    "| First run (`make run`, no cache) | `taxifare run --no-cache` **121.9 s** wall, exit 0 | standalone `python -m trainer.task`, same 15,783 rows and 2,000 steps: 52.6 s | **2.32×** (target ≤ 2.0×): **not met** |",
+    "| First run, output | **32 lines** printed (stdout + stderr) | | target ≤ 40: met |",
+    "| `import tensorflow`, fresh process | venv as installed: median **6.04 s** (3 runs) | after `compileall` over site-packages: 6.10 s; compileall wrote 0 of 13,689 .pyc files (nothing was left to compile) | **0.99×** (target ≤ 1.2×): met |",
 ]
 SERVE_ROWS = [
     "| Serving, 1 instance | p50 **0.637 ms**, p99 0.850 ms | in-process signature call p50 0.365 ms | **1.7×** the signature call |",
@@ -522,6 +629,105 @@ def test_reliability_details_list_the_pytest_runs_and_every_test():
     )
 
 
+def test_first_run_rows_put_the_run_next_to_the_trainer_the_lines_and_the_import_against_its_targets():
+    assert _markdown(first_run.report_rows(FIRST_RUN)) == FIRST_RUN_ROWS
+    within = copy.deepcopy(FIRST_RUN)
+    within["run"].update(wall_s=98.2, lines=900)
+    within.update(run_over_trainer=1.867, params={"train_steps": 200})
+    within["import_tensorflow"].update(before_median_s=15.31, ratio=2.509)
+    within["compileall"].update(written=13689, pyc_before=0)
+    run_row, lines_row, import_row = first_run.report_rows(within)
+    assert run_row.measured == "`taxifare run --no-cache` **98.2 s** wall, exit 0 (quick: `-p train_steps=200`)"
+    assert run_row.verdict == "**1.87×** (target ≤ 2.0×): met"
+    assert lines_row.verdict == "target ≤ 40: **not met**"
+    assert import_row.measured == "venv as installed: median **15.31 s** (3 runs)"
+    assert import_row.compared.endswith("compileall wrote 13,689 of 13,689 .pyc files")
+    assert import_row.verdict == "**2.51×** (target ≤ 1.2×): **not met**"
+    # Exactly at the target is within it.
+    at_target = {**FIRST_RUN, "run_over_trainer": 2.0}
+    assert first_run.report_rows(at_target)[0].verdict == "**2.00×** (target ≤ 2.0×): met"
+
+
+def test_first_run_rows_when_the_run_or_the_trainer_failed():
+    failed = copy.deepcopy(FIRST_RUN)
+    failed["run"] = {
+        "command": FIRST_RUN["run"]["command"],
+        "wall_s": 41.26,
+        "exit_code": 1,
+        "lines": 14,
+        "output": [
+            "✓ ingest         done        1.1 s",
+            "✗ validate       failed     12.0 s",
+            "RunError: 31 % bad rows",
+            "",
+        ],
+    }
+    failed.update(trainer=None, run_over_trainer=None, params={"train_steps": 200})
+    run_row, lines_row, import_row = first_run.report_rows(failed)
+    assert run_row == Row(
+        "First run (`make run`, no cache)",
+        "`taxifare run --no-cache` **failed** (exit 1) after 41.3 s (quick: `-p train_steps=200`)",
+        "last line: RunError: 31 % bad rows",
+        "**FAIL**",
+    )
+    assert (lines_row.measured, lines_row.verdict) == ("**14 lines** printed (stdout + stderr)", "— (failed run)")
+    assert import_row.markdown() == FIRST_RUN_ROWS[2]  # measured all the same
+    trainer_failed = copy.deepcopy(FIRST_RUN)
+    trainer_failed["trainer"] = {"command": "python -m trainer.task …", "wall_s": 3.1, "exit_code": 2, "lines": 5}
+    trainer_failed["run_over_trainer"] = None
+    row = first_run.report_rows(trainer_failed)[0]
+    assert (row.compared, row.verdict) == ("standalone trainer **failed** (exit 2)", "**FAIL**")
+    no_summary = copy.deepcopy(FIRST_RUN)
+    no_summary.update(trainer=None, run_over_trainer=None)
+    row = first_run.report_rows(no_summary)[0]
+    assert (row.compared, row.verdict) == ("standalone trainer not run: the run wrote no summary JSON", "—")
+
+
+def test_first_run_details_show_where_the_time_went_and_what_the_run_printed():
+    lines = first_run.report_details(FIRST_RUN)
+    assert lines[0] == "## First run"
+    assert "| the CLI around it (start, emulator, stop) | 9.5 |" in lines
+    assert "| step train | 58.3 |" in lines and "| its `fit` (eval_metrics.json train_seconds) | 38.0 |" in lines
+    assert (
+        "- `python -m compileall -q -j 0 .venv/lib/python3.11/site-packages`: 19.4 s, exit 1 "
+        "(3 files it cannot compile); .pyc files 13,689 → 13,689, written 0" in lines
+    )
+    assert "- `import tensorflow`: venv as installed 6.21, 5.98, 6.04 s; after compileall 6.10, 5.90, 6.39 s" in lines
+    assert (
+        "- load average (1 min) before → after: run 1.12 → 1.95; trainer 1.95 → 1.41; "
+        "imports before compileall 1.41 → 1.22; after 1.18 → 1.09" in lines
+    )
+    assert "validation RMSE in the run's train step 2.609, standalone 2.609." in lines[-len(RUN_OUTPUT) - 6]
+    assert lines[-len(RUN_OUTPUT) - 2 :] == ["```", *RUN_OUTPUT, "```"]
+    noisy = copy.deepcopy(FIRST_RUN)
+    noisy["run"].update(lines=900, output=[f"line {i}" for i in range(200)])
+    tail = first_run.report_details(noisy)[-3:]
+    assert tail == ["line 59", "… 840 more lines", "```"]
+
+
+def test_first_run_counts_printed_lines_and_written_bytecode(tmp_path):
+    assert first_run._lines("a\nb\n") == ["a", "b"]
+    assert first_run._lines("a\rb\nc") == ["a\rb", "c"]  # a carriage return redraws the line
+    assert first_run._lines("") == []
+    package = tmp_path / "site" / "pkg"
+    package.mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        (package / f"{name}.py").write_text(f"NAME = {name!r}\n")
+    roots = [tmp_path / "site"]
+    assert first_run.pyc_files(roots) == {}
+    compileall.compile_dir(roots[0], quiet=2)
+    compiled = first_run.pyc_files(roots)
+    assert len(compiled) == 3
+    compileall.compile_dir(roots[0], quiet=2)  # nothing left to compile: nothing written
+    assert first_run.written_pycs(compiled, first_run.pyc_files(roots)) == []
+    module = package / "b.py"
+    module.write_text("NAME = 'bb'\n")
+    os.utime(module, (module.stat().st_atime, module.stat().st_mtime + 10))
+    compileall.compile_dir(roots[0], quiet=2)
+    (written,) = first_run.written_pycs(compiled, first_run.pyc_files(roots))
+    assert Path(written).name.startswith("b.") and Path(written).parent.name == "__pycache__"
+
+
 def test_the_table_is_each_modules_rows_in_the_readme_order():
     table = bench_all.render_table(full_report())
     assert table.splitlines() == [
@@ -530,6 +736,7 @@ def test_the_table_is_each_modules_rows_in_the_readme_order():
         *QUALITY_ROWS,
         *THROUGHPUT_ROWS,
         *PIPELINE_ROWS,
+        *FIRST_RUN_ROWS,
         *SERVE_ROWS,
         *INGEST_ROWS,
         *RELIABILITY_ROWS,
@@ -561,6 +768,7 @@ def test_report_markdown_has_the_table_then_each_sections_details():
         "## Sections",
         "## Reliability tests",
         "## Local pipeline steps",
+        "## First run",
         "## Model quality detail (validation RMSE)",
     ]
     assert "| pipeline | 60.0 | ok |" in markdown
