@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.bench import all as bench_all
-from pipelines.bench import baselines, first_run, ingest, model, overhead, reliability, serve, throughput
+from pipelines.bench import baselines, bytecode, first_run, ingest, model, overhead, reliability, serve, throughput
 from pipelines.bench.report import Row, number
 
 
@@ -706,25 +706,25 @@ def test_first_run_details_show_where_the_time_went_and_what_the_run_printed():
 
 
 def test_first_run_counts_printed_lines_and_written_bytecode(tmp_path):
-    assert first_run._lines("a\nb\n") == ["a", "b"]
-    assert first_run._lines("a\rb\nc") == ["a\rb", "c"]  # a carriage return redraws the line
-    assert first_run._lines("") == []
+    assert bytecode.output_lines("a\nb\n") == ["a", "b"]
+    assert bytecode.output_lines("a\rb\nc") == ["a\rb", "c"]  # a carriage return redraws the line
+    assert bytecode.output_lines("") == []
     package = tmp_path / "site" / "pkg"
     package.mkdir(parents=True)
     for name in ("a", "b", "c"):
         (package / f"{name}.py").write_text(f"NAME = {name!r}\n")
     roots = [tmp_path / "site"]
-    assert first_run.pyc_files(roots) == {}
+    assert bytecode.pyc_files(roots) == {}
     compileall.compile_dir(roots[0], quiet=2)
-    compiled = first_run.pyc_files(roots)
+    compiled = bytecode.pyc_files(roots)
     assert len(compiled) == 3
     compileall.compile_dir(roots[0], quiet=2)  # nothing left to compile: nothing written
-    assert first_run.written_pycs(compiled, first_run.pyc_files(roots)) == []
+    assert bytecode.written_pycs(compiled, bytecode.pyc_files(roots)) == []
     module = package / "b.py"
     module.write_text("NAME = 'bb'\n")
     os.utime(module, (module.stat().st_atime, module.stat().st_mtime + 10))
     compileall.compile_dir(roots[0], quiet=2)
-    (written,) = first_run.written_pycs(compiled, first_run.pyc_files(roots))
+    (written,) = bytecode.written_pycs(compiled, bytecode.pyc_files(roots))
     assert Path(written).name.startswith("b.") and Path(written).parent.name == "__pycache__"
 
 

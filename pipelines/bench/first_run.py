@@ -10,7 +10,7 @@ Everything is measured from the outside, as a user meets it, in one bench run on
    ``clean_train``/``clean_valid`` under ``<run_dir>/validate/``) with every hyperparameter at the
    pipeline's default (``trainer.hparams.trainer_argv``): the same rows and steps. Quick mode passes
    ``-p train_steps=200`` to the run and ``--train_steps 200`` to the trainer.
-2. ``python -c "import tensorflow"`` in a fresh process (median of ``IMPORT_REPEATS``), then
+2. ``python -c "import tensorflow"`` in a fresh process (median of ``bytecode.IMPORT_REPEATS``), then
    ``python -m compileall -q -j 0 <site-packages>``, then the import again. The .pyc files are
    listed before and after (path, mtime, inode, size) to count what compileall wrote; none is deleted.
    This runs last in the section (and the section last in the bench) so that everything before it is
@@ -26,15 +26,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shlex
-import statistics
-import subprocess
 import sys
-import sysconfig
-import time
 from pathlib import Path
 
+from pipelines.bench.bytecode import measure_bytecode, output_lines, shown, timed_run
 from pipelines.bench.report import REPO_ROOT, Row, load_average, number
 
 log = logging.getLogger("pipelines.bench.first_run")
@@ -42,7 +38,6 @@ log = logging.getLogger("pipelines.bench.first_run")
 TARGET_RUN_OVER_TRAINER = 2.0
 TARGET_LINES = 40
 TARGET_IMPORT_RATIO = 1.2
-IMPORT_REPEATS = 3
 RUN_TIMEOUT_S = 3600
 OUTPUT_KEPT_LINES = 200  # of the run's output, in the figures (all of it goes to first_run_output.txt)
 DETAILS_OUTPUT_LINES = 60
@@ -51,41 +46,6 @@ DETAILS_OUTPUT_LINES = 60
 # --------------------------------------------------------------------------------------------
 # Measuring
 # --------------------------------------------------------------------------------------------
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-
-
-def _shown(path: Path | str) -> str:
-    """A path as the report shows it: relative to the repository when inside it."""
-    path = Path(path)
-    try:
-        return str(path.relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
-
-
-def _lines(text: str) -> list[str]:
-    """The lines a terminal shows: split on newlines only (a carriage return redraws a line)."""
-    lines = text.split("\n")
-    return lines[:-1] if lines and lines[-1] == "" else lines
-
-
-def _timed_run(argv: list[str], *, cwd: Path, timeout: float) -> tuple[float, int, str]:
-    """Wall seconds, exit code and the combined stdout+stderr of one subprocess."""
-    started = time.perf_counter()
-    done = subprocess.run(
-        argv,
-        cwd=cwd,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-        timeout=timeout,
-    )
-    return time.perf_counter() - started, done.returncode, done.stdout or ""
-
-
 def _count_rows(path: Path) -> int:
     with path.open("rb") as f:
         return sum(1 for line in f if line.strip())
@@ -107,13 +67,13 @@ def measure_run(workdir: Path, params: dict, out: Path | None) -> dict:
     for name, value in params.items():
         argv += ["-p", f"{name}={value}"]
     load_before = load_average()[0]
-    wall, code, output = _timed_run(argv, cwd=REPO_ROOT, timeout=RUN_TIMEOUT_S)
-    lines = _lines(output)
+    wall, code, output = timed_run(argv, cwd=REPO_ROOT, timeout=RUN_TIMEOUT_S)
+    lines = output_lines(output)
     if out is not None:
         (out / "first_run_output.txt").write_text(output)
     log.info("taxifare run --no-cache: %.1f s, exit %d, %d lines", wall, code, len(lines))
     figures: dict = {
-        "command": shlex.join(_shown(a) if a.startswith(str(REPO_ROOT)) else a for a in argv),
+        "command": shlex.join(shown(a) if a.startswith(str(REPO_ROOT)) else a for a in argv),
         "wall_s": round(wall, 2),
         "exit_code": code,
         "lines": len(lines),
@@ -160,19 +120,19 @@ def measure_trainer(workdir: Path, train_csv: str, valid_csv: str, params: dict)
         *hparams.trainer_argv(hyper),
     ]
     load_before = load_average()[0]
-    wall, code, output = _timed_run(argv, cwd=REPO_ROOT, timeout=RUN_TIMEOUT_S)
+    wall, code, output = timed_run(argv, cwd=REPO_ROOT, timeout=RUN_TIMEOUT_S)
     log.info("python -m trainer.task: %.1f s, exit %d", wall, code)
     figures: dict = {
         "command": shlex.join(["python", *argv[1:]]),
         "wall_s": round(wall, 2),
         "exit_code": code,
-        "lines": len(_lines(output)),
+        "lines": len(output_lines(output)),
         "hparams": hparams.trainer_argv(hyper),
         "load_1min": [load_before, load_average()[0]],
     }
     metrics_path = output_dir / "eval_metrics.json"
     if code != 0 or not metrics_path.exists():
-        figures["output_tail"] = _lines(output)[-20:]
+        figures["output_tail"] = output_lines(output)[-20:]
         return figures
     metrics = json.loads(metrics_path.read_text())
     figures.update(
@@ -184,88 +144,6 @@ def measure_trainer(workdir: Path, train_csv: str, valid_csv: str, params: dict)
         fit_s=metrics.get("train_seconds"),
     )
     return figures
-
-
-def site_packages() -> list[Path]:
-    """The venv's site-packages directories (purelib and platlib, once each)."""
-    paths = sysconfig.get_paths()
-    return sorted({Path(paths["purelib"]), Path(paths["platlib"])})
-
-
-def pyc_files(roots: list[Path]) -> dict[str, tuple[int, int, int]]:
-    """Every .pyc under `roots`: path → (mtime_ns, inode, size); a rewritten file changes mtime and inode."""
-    found = {}
-    for root in roots:
-        for dirpath, _dirnames, filenames in os.walk(root):
-            for name in filenames:
-                if name.endswith(".pyc"):
-                    path = os.path.join(dirpath, name)
-                    try:
-                        st = os.stat(path)
-                    except OSError:
-                        continue
-                    found[path] = (st.st_mtime_ns, st.st_ino, st.st_size)
-    return found
-
-
-def written_pycs(before: dict[str, tuple[int, int, int]], after: dict[str, tuple[int, int, int]]) -> list[str]:
-    """The .pyc files that are new in `after` or were rewritten since `before` (sorted)."""
-    return sorted(path for path, stat in after.items() if before.get(path) != stat)
-
-
-def import_seconds(repeats: int = IMPORT_REPEATS) -> list[float]:
-    """`python -c "import tensorflow"` in a fresh process, `repeats` times."""
-    times = []
-    for _ in range(repeats):
-        wall, code, output = _timed_run([sys.executable, "-c", "import tensorflow"], cwd=REPO_ROOT, timeout=600)
-        if code != 0:
-            raise RuntimeError(f"import tensorflow exited with code {code}: {' '.join(_lines(output)[-3:])}")
-        times.append(round(wall, 3))
-    return times
-
-
-def measure_bytecode(repeats: int = IMPORT_REPEATS) -> dict:
-    """`import tensorflow` with the venv as installed, then after compileall over its site-packages."""
-    roots = site_packages()
-    load = [load_average()[0]]
-    before_times = import_seconds(repeats)
-    load.append(load_average()[0])
-    log.info("import tensorflow, venv as installed: %s s", before_times)
-    pycs_before = pyc_files(roots)
-    argv = [sys.executable, "-m", "compileall", "-q", "-j", "0", *map(str, roots)]
-    seconds, code, output = _timed_run(argv, cwd=REPO_ROOT, timeout=RUN_TIMEOUT_S)
-    pycs_after = pyc_files(roots)
-    written = written_pycs(pycs_before, pycs_after)
-    log.info("compileall: %.1f s, exit %d, %d .pyc written", seconds, code, len(written))
-    load.append(load_average()[0])
-    after_times = import_seconds(repeats)
-    load.append(load_average()[0])
-    log.info("import tensorflow after compileall: %s s", after_times)
-    before, after = statistics.median(before_times), statistics.median(after_times)
-    return {
-        "import_tensorflow": {
-            "repeats": repeats,
-            "before_s": before_times,
-            "after_s": after_times,
-            "before_median_s": round(before, 3),
-            "after_median_s": round(after, 3),
-            "ratio": round(before / after, 3),
-            # 1-minute load average before and after the imports with the venv as installed, then
-            # before and after those after compileall: a busy machine makes either side slower.
-            "load_1min": load,
-        },
-        "compileall": {
-            "command": shlex.join(["python", *(_shown(a) for a in argv[1:])]),
-            "seconds": round(seconds, 2),
-            "exit_code": code,  # 1 when some file cannot be compiled (a few packages ship such files)
-            "error_lines": len([line for line in _lines(output) if line.startswith("***")]),
-            "pyc_before": len(pycs_before),
-            "pyc_after": len(pycs_after),
-            "written": len(written),
-            "written_examples": [_shown(p) for p in written[:10]],
-            "site_packages": [_shown(p) for p in roots],
-        },
-    }
 
 
 def bench_first_run(workdir: Path, params: dict, out: Path | None = None) -> dict:
