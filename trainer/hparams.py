@@ -124,10 +124,12 @@ def _argparse_type(h: HParam) -> Callable[[str], Any]:
     def convert(text: str) -> Any:
         try:
             value = text if h.type is str else h.type(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {h.type.__name__}") from None
+        try:
             return h.check(value)
-        except ValueError as exc:
-            message = str(exc) if h.type is str or "must be" in str(exc) else f"expected {h.type.__name__}"
-            raise argparse.ArgumentTypeError(f"{text!r}: {message}") from None
+        except ValueError as exc:  # the hyperparameter's rule, in its own words
+            raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
     convert.__name__ = h.type.__name__  # argparse names the type in its messages
     return convert
