@@ -227,22 +227,8 @@ def decode_lines(lines: tf.Tensor, layout: Layout) -> dict[str, tf.Tensor]:
 
 
 def plausible_mask(columns: dict[str, tf.Tensor], layout: Layout) -> tf.Tensor:
-    """The plausibility rules of ``schema.check_values`` as a boolean mask over a batch."""
-    lon_lo, lon_hi = schema.NYC_LON_RANGE
-    lat_lo, lat_hi = schema.NYC_LAT_RANGE
-    ok = tf.ones_like(columns[schema.LABEL], dtype=tf.bool)
-    for name in (layout.pickup_lon, layout.dropoff_lon):
-        ok &= (columns[name] >= lon_lo) & (columns[name] <= lon_hi)
-    for name in (layout.pickup_lat, layout.dropoff_lat):
-        ok &= (columns[name] >= lat_lo) & (columns[name] <= lat_hi)
-    fare = columns[schema.LABEL]
-    ok &= (fare > schema.FARE_RANGE[0]) & (fare <= schema.FARE_RANGE[1])
-    passengers = columns[layout.passengers]
-    ok &= (passengers >= schema.PASSENGER_RANGE[0]) & (passengers <= schema.PASSENGER_RANGE[1])
-    zero = (tf.abs(columns[layout.pickup_lon] - columns[layout.dropoff_lon]) < schema.MIN_TRIP_DEGREES) & (
-        tf.abs(columns[layout.pickup_lat] - columns[layout.dropoff_lat]) < schema.MIN_TRIP_DEGREES
-    )
-    return ok & ~zero
+    """The plausibility rules (``schema.RULES``) as a boolean mask over a batch."""
+    return schema.plausible(columns, layout)
 
 
 def to_features(columns: dict[str, tf.Tensor], layout: Layout) -> tuple[dict[str, tf.Tensor], tf.Tensor]:

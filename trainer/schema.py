@@ -189,22 +189,98 @@ def check_row(fields: list[str], layout: Layout) -> tuple[str | None, str]:
     return check_values(values, layout)
 
 
+# -- the plausibility rules: one table, read by every check ----------------------------------------
+# The row-by-row check (``check_values``), the vectorised checks over blocks of rows
+# (``plausible``: numpy in the validator, TensorFlow in the trainer's input pipeline) and the SQL
+# that BigQuery runs are all derived from ``RULES``; their order is the order reasons are reported.
+LABEL_ROLE = "label"  # a rule field naming the label column; the other roles are Layout attributes
+
+
+@dataclass(frozen=True)
+class RangeRule:
+    """Each named field must lie between ``low`` and ``high`` (inclusive; ``low`` excluded when
+    ``low_open``). ``detail`` is formatted with ``field`` and ``value`` for the quarantine."""
+
+    reason: str
+    roles: tuple[str, ...]
+    low: float
+    high: float
+    detail: str
+    low_open: bool = False
+
+    def fields(self, layout: Layout) -> tuple[str, ...]:
+        return tuple(LABEL if role == LABEL_ROLE else getattr(layout, role) for role in self.roles)
+
+    def holds_for(self, value):
+        """Elementwise: a bool for a float, a mask for an array or a tensor."""
+        above = (value > self.low) if self.low_open else (value >= self.low)
+        return above & (value <= self.high)
+
+    def holds(self, columns, layout: Layout):
+        mask = None
+        for name in self.fields(layout):
+            if name in columns:
+                holds = self.holds_for(columns[name])
+                mask = holds if mask is None else mask & holds
+        return True if mask is None else mask
+
+    def first_break(self, values: dict[str, float], layout: Layout) -> str | None:
+        for name in self.fields(layout):
+            if name in values and not self.holds_for(values[name]):
+                return self.detail.format(field=name, value=values[name])
+        return None
+
+
+@dataclass(frozen=True)
+class ZeroTripRule:
+    """Pickup and dropoff must differ by at least ``min_degrees`` in longitude or in latitude."""
+
+    reason: str
+    min_degrees: float
+    detail: str
+
+    def holds(self, columns, layout: Layout):
+        same_lon = abs(columns[layout.pickup_lon] - columns[layout.dropoff_lon]) < self.min_degrees
+        same_lat = abs(columns[layout.pickup_lat] - columns[layout.dropoff_lat]) < self.min_degrees
+        return ~(same_lon & same_lat) if not isinstance(same_lon, bool) else not (same_lon and same_lat)
+
+    def first_break(self, values: dict[str, float], layout: Layout) -> str | None:
+        return None if self.holds(values, layout) else self.detail
+
+
+RULES: tuple[RangeRule | ZeroTripRule, ...] = (
+    RangeRule(
+        REASON_OUTSIDE_NYC,
+        ("pickup_lon", "dropoff_lon"),
+        *NYC_LON_RANGE,
+        detail="{field}={value} outside " + str(NYC_LON_RANGE),
+    ),
+    RangeRule(
+        REASON_OUTSIDE_NYC,
+        ("pickup_lat", "dropoff_lat"),
+        *NYC_LAT_RANGE,
+        detail="{field}={value} outside " + str(NYC_LAT_RANGE),
+    ),
+    RangeRule(REASON_FARE, (LABEL_ROLE,), *FARE_RANGE, detail="{field}={value} not in (0, 500]", low_open=True),
+    RangeRule(REASON_PASSENGERS, ("passengers",), *PASSENGER_RANGE, detail="{field}={value} not in 1..6"),
+    ZeroTripRule(REASON_ZERO_TRIP, MIN_TRIP_DEGREES, detail="pickup and dropoff are the same place"),
+)
+
+
 def check_values(values: dict[str, float], layout: Layout) -> tuple[str | None, str]:
-    """Plausibility of parsed values (label optional, as in a serving instance)."""
-    for lon_name in (layout.pickup_lon, layout.dropoff_lon):
-        if not NYC_LON_RANGE[0] <= values[lon_name] <= NYC_LON_RANGE[1]:
-            return REASON_OUTSIDE_NYC, f"{lon_name}={values[lon_name]} outside {NYC_LON_RANGE}"
-    for lat_name in (layout.pickup_lat, layout.dropoff_lat):
-        if not NYC_LAT_RANGE[0] <= values[lat_name] <= NYC_LAT_RANGE[1]:
-            return REASON_OUTSIDE_NYC, f"{lat_name}={values[lat_name]} outside {NYC_LAT_RANGE}"
-    if LABEL in values and not FARE_RANGE[0] < values[LABEL] <= FARE_RANGE[1]:
-        return REASON_FARE, f"{LABEL}={values[LABEL]} not in (0, 500]"
-    passengers = values[layout.passengers]
-    if not PASSENGER_RANGE[0] <= passengers <= PASSENGER_RANGE[1]:
-        return REASON_PASSENGERS, f"{layout.passengers}={passengers} not in 1..6"
-    if (
-        abs(values[layout.pickup_lon] - values[layout.dropoff_lon]) < MIN_TRIP_DEGREES
-        and abs(values[layout.pickup_lat] - values[layout.dropoff_lat]) < MIN_TRIP_DEGREES
-    ):
-        return REASON_ZERO_TRIP, "pickup and dropoff are the same place"
+    """Plausibility of parsed values (label optional, as in a serving instance): the first of
+    ``RULES`` that a value breaks, as (reason, detail); (None, "") for a plausible row."""
+    for rule in RULES:
+        broken = rule.first_break(values, layout)
+        if broken is not None:
+            return rule.reason, broken
     return None, ""
+
+
+def plausible(columns, layout: Layout):
+    """Every rule of ``RULES`` at once over columns of numbers (numpy arrays or tensors): a mask."""
+    mask = None
+    for rule in RULES:
+        holds = rule.holds(columns, layout)
+        mask = holds if mask is None else mask & holds
+    return mask
