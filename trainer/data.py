@@ -90,13 +90,19 @@ class ScanResult:
 
 
 def expand_paths(spec: str | Sequence[str]) -> list[str]:
-    """Comma-separated files or globs (or a list of them) → sorted, de-duplicated file paths."""
+    """Comma-separated files, globs or shard directories (or a list of them) → de-duplicated file paths."""
     parts = spec.split(",") if isinstance(spec, str) else list(spec)
     paths: list[str] = []
     for part in (str(p).strip() for p in parts):
         if not part:
             continue
-        if any(ch in part for ch in "*?["):
+        if tf.io.gfile.isdir(part):
+            # A sharded split: its directory holds the shards (train-00000-of-00004.csv, …).
+            matches = sorted(tf.io.gfile.glob(part.rstrip("/") + "/*.csv"))
+            if not matches:
+                raise DataError(f"{part}: directory holds no .csv shard")
+            paths.extend(matches)
+        elif any(ch in part for ch in "*?["):
             matches = sorted(tf.io.gfile.glob(part))
             if not matches:
                 raise DataError(f"{part}: no file matches this pattern")
