@@ -19,6 +19,9 @@ def ingest(
 ):
     """Copies the trips into gs://BUCKET/PREFIX/data/ (crc32c-verified, re-runs upload nothing).
 
+    Each Dataset's uri is its split's file, or the directory of its shards when the split is
+    larger than one shard (trainer.data.expand_paths reads either).
+
     Sources: a local file or glob, an https:// URL, a gs:// URI, a BigQuery table or query
     (bq://…), or synthetic://?rows=N&layout=lab|dated&seed=S. One source is split into train and
     valid by hashing each row's key; valid_source, when set, is taken as the validation split.
@@ -43,6 +46,7 @@ def ingest(
                     "rows": split.rows,
                     "bytes": split.bytes,
                     "crc32c": split.crc32c,
+                    "shards": len(split.shards),
                     "uploaded": split.uploaded,
                     "source": source,
                 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -76,3 +77,24 @@ def test_validate_fails_on_dirty_data(run_cli, tmp_path, gcs_emulator):
     result = run_cli("validate", str(train), str(valid), "--out", str(tmp_path / "v"), "--smoke-steps", "0")
     _one_line_error(result, "wrong_column_count=10")
     assert str(tmp_path / "v" / "quarantine.jsonl") in result.stderr
+
+
+def test_ingest_in_shards_to_a_local_root(run_cli, tmp_path):
+    source = "synthetic://?rows=2000&layout=dated&seed=1"
+    root = str(tmp_path / "root")
+    first = run_cli("ingest", source, "--local-root", root, "--shard-bytes", "40000", "--no-progress", "--json")
+    assert first.exit_code == 0, first.output
+    result = json.loads(first.stdout)
+    train = result["train"]
+    assert 1 < -(-train["bytes"] // 40000) <= len(train["shards"]) <= -(-train["bytes"] // 40000) + 1
+    assert Path(train["uri"]).is_dir()
+    assert sorted(p.name for p in Path(train["uri"]).iterdir()) == [Path(s["uri"]).name for s in train["shards"]]
+
+    again = run_cli("ingest", source, "--local-root", root, "--shard-bytes", "40000", "--no-progress")
+    assert again.exit_code == 0, again.output
+    assert f"in {len(train['shards'])} shards" in again.stdout and "uploaded 0" in again.stdout
+
+    _one_line_error(
+        run_cli("ingest", source, "--local-root", root, "--shard-bytes", "0"),
+        "shard_bytes=0: expected a positive number of bytes",
+    )

@@ -6,10 +6,12 @@ import functools
 import json
 import random
 import threading
+import zlib
 from collections import Counter
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from trainer import ingest, ingest_sources, ingest_split, schema, storage, synth
@@ -154,7 +156,7 @@ def test_rows_without_key_hash_whole_line_and_nothing_is_lost(bucket, tmp_path):
     assert Counter(train) + Counter(valid) == Counter(kept)
     layout = schema.get_layout(result.layout)
     for line in kept:  # each row went where the documented rule sends it
-        in_valid = ingest_split.is_valid_row(ingest_split._row_key(line, layout), 0.2)
+        in_valid = ingest_split.is_valid_row(ingest_split.row_key(line, layout), 0.2)
         assert (line in valid) == in_valid and (line in train) != in_valid
 
 
@@ -255,6 +257,20 @@ def test_local_root_destination(tmp_path):
     assert Path(result.train.uri).is_file()
     assert Path(result.manifest_uri) == tmp_path / "out" / "p" / "data" / result.dataset_id / "dataset.json"
     assert ingest.ingest("synthetic://?rows=100", bucket=None, prefix="p", local_root=tmp_path / "out").uploaded == []
+    # The splits are written beside the destination and moved in: nothing else is left there.
+    dataset = Path(result.dataset_uri)
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*")) == [
+        "p",
+        "p/data",
+        f"p/data/{result.dataset_id}",
+        *(f"p/data/{result.dataset_id}/{name}" for name in ("dataset.json", "train.csv", "valid.csv")),
+    ]
+    assert storage.crc32c_of_file(dataset / "valid.csv") == result.valid.crc32c
+
+    (tmp_path / "header.csv").write_text(",".join(schema.LAB.columns) + "\n\n")
+    with pytest.raises(ingest_split.IngestError, match=r"no data rows \(1 header and 1 blank lines\)"):
+        ingest.ingest(str(tmp_path / "header.csv"), bucket=None, prefix="q", local_root=tmp_path / "out")
+    assert not (tmp_path / "out" / "q" / "data").exists()
 
 
 # -- remote sources ------------------------------------------------------------------------------
@@ -442,3 +458,211 @@ def test_keep_local_never_clobbers(bucket, tmp_path):
     result = ingest.ingest(str(source), bucket=bucket, prefix="p", keep_local=tmp_path / "kept")
     assert storage.crc32c_of_file(tmp_path / "kept" / "train.csv") == result.train.crc32c
     assert json.loads((tmp_path / "kept" / "dataset.json").read_text())["dataset_id"] == result.dataset_id
+
+
+# -- the block split against the line-at-a-time rule ---------------------------------------------
+def _split_line_by_line(files, layout: schema.Layout, valid_fraction: float) -> tuple[bytes, bytes, int, int]:
+    """The split rule, one line at a time with zlib.crc32: (train bytes, valid bytes, headers, blanks)."""
+    out: dict[bool, list[bytes]] = {False: [], True: []}
+    headers = blanks = 0
+    threshold = round(valid_fraction * 1_000_000)
+    for path in files:
+        with open(path, "rb") as handle:
+            lines = list(handle)
+        for raw in lines:
+            if raw.isspace():
+                blanks += 1
+                continue
+            try:
+                names = tuple(f.strip() for f in raw.decode("utf-8").rstrip("\r\n").split(","))
+            except UnicodeDecodeError:
+                names = ()
+            if raw.lstrip().startswith(layout.columns[0].encode()) and names == layout.columns:
+                headers += 1
+                continue
+            line = raw.rstrip(b"\r\n")
+            key = line
+            if line.count(b",") == len(layout.columns) - 1:
+                key = line.split(b",")[layout.columns.index(schema.KEY)].strip() or line
+            out[zlib.crc32(key) % 1_000_000 < threshold].append(raw if raw.endswith(b"\n") else raw + b"\n")
+    return b"".join(out[False]), b"".join(out[True]), headers, blanks
+
+
+def _fault_file(path: Path, layout: str) -> Path:
+    """Clean rows with every fault the reliability suites inject, plus the edge cases of the key."""
+    from tests.test_reliability_data import KINDS, clean_row, fault_line, truncated
+
+    rng = random.Random(f"block-split-{layout}")
+    lay = schema.get_layout(layout)
+    lines = [clean_row(layout, k, rng) for k in range(3000)]
+    for number, kind in enumerate(KINDS[layout] * 20):
+        lines.insert(rng.randrange(len(lines)), fault_line(kind, layout, 10_000 + number, rng)[0])
+    header = ",".join(lay.columns).encode()
+    row = clean_row(layout, 7, rng).rstrip(b"\n")
+    body = row[: row.rfind(b",") + 1]
+    extras = [
+        header + b"\n",
+        b"  " + header.replace(b",", b" , ") + b"\r\n",  # a header with spaces: still this layout's
+        header + b",extra\n",  # not this layout's header: data
+        b"\n",
+        b" \t\r\n",
+        b"\r\n",
+        b"\x0b\x0c\n",
+        body + b"\n",  # empty key: the whole line is the key
+        body + b"   \n",  # blank key
+        body + b" k 1 \n",  # key with spaces around it
+        body + b"k2\r\n",  # CRLF
+        body + b"k3\r\r\n",
+        body + b"\tk4\t\r\n",
+        body + b"x" * 64 + b"\n",
+        body + b"y" * 65 + b"\n",  # longer than the vectorised bound
+        body + b"z" * 5000 + b"\n",
+        b"fare_amount_not_a_header,1,2\n",
+        b"f\n",
+        b"\xff\xfe\x00garbage\n",
+        bytes(range(1, 10)) + b"," * 6 + bytes(range(128, 250)) + b"\n",  # a key of any bytes
+    ]
+    for extra in extras:
+        lines.insert(rng.randrange(len(lines)), extra)
+    lines.append(truncated(clean_row(layout, 99_999, rng)))  # no final newline
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(lines))
+    return path
+
+
+def _course_files(layout: str, tmp_path: Path) -> list[Path]:
+    from tests.fixtures.data import shared_data_dir
+
+    shared = shared_data_dir()
+    if shared is not None:
+        return [shared / layout / "taxi-train.csv", shared / layout / "taxi-valid.csv"]
+    return [synth.write_csv(tmp_path / f"{layout}-{seed}.csv", rows=3000, layout=layout, seed=seed) for seed in (1, 2)]
+
+
+def _written(writers, out: Path, name: str) -> bytes:
+    return b"".join((out / shard.path).read_bytes() for shard in writers[name].shards)
+
+
+@pytest.mark.parametrize("layout", ["lab", "dated"])
+@pytest.mark.parametrize("data", ["faults", "course"])
+def test_block_split_equals_line_by_line_rule(layout, data, tmp_path):
+    if data == "faults":
+        files = [_fault_file(tmp_path / "faults.csv", layout), tmp_path / "empty.csv", tmp_path / "blank.csv"]
+        files[1].write_bytes(b"")
+        files[2].write_bytes(b"\n \n")
+    else:
+        files = _course_files(layout, tmp_path)
+    lay = schema.get_layout(layout)
+    train, valid, headers, blanks = _split_line_by_line(files, lay, 0.3)
+    assert train and valid
+    # Blocks of one line and less, lines across block ends, one and two threads: the same bytes.
+    configs = [(ingest_split.BLOCK_BYTES, 2), (4096, 2)] + ([(97, 1), (1, 2)] if data == "faults" else [])
+    for block_bytes, threads in configs:
+        out = tmp_path / f"out-{block_bytes}-{threads}"
+        out.mkdir()
+        writers, counts, _ = ingest_split.write_splits(
+            out, files, None, lay, 0.3, block_bytes=block_bytes, threads=threads
+        )
+        got = (_written(writers, out, "train"), _written(writers, out, "valid"), counts.headers, counts.blank)
+        assert got == (train, valid, headers, blanks), (block_bytes, threads)
+        assert writers["train"].rows == train.count(b"\n") and writers["valid"].rows == valid.count(b"\n")
+        assert writers["valid"].crc32c == storage.crc32c_of_bytes(valid)
+        assert counts.lines == sum(len(list(open(f, "rb"))) for f in files)
+
+    # A train/valid pair is copied as it is, with the same lines dropped.
+    out = tmp_path / "pair"
+    out.mkdir()
+    writers, counts, desc = ingest_split.write_splits(out, [], {"train": files[:1], "valid": files[1:]}, lay, 0.3)
+    assert desc == {"method": "separate"}
+    kept = {name: b"".join(_split_line_by_line(fs, lay, 0.3)[:2]) for name, fs in (("t", files[:1]), ("v", files[1:]))}
+    assert Counter(_written(writers, out, "train").splitlines()) == Counter(kept["t"].splitlines())
+    assert Counter(_written(writers, out, "valid").splitlines()) == Counter(kept["v"].splitlines())
+
+
+def test_vectorised_crc32_equals_zlib():
+    rng = random.Random(3)
+    keys = [rng.randbytes(rng.randint(1, ingest_split._KEY_BOUND)) for _ in range(3000)]
+    keys += [bytes([b]) * n for b in (0, 0xFF) for n in (1, 2, ingest_split._KEY_BOUND)]
+    data = np.frombuffer(b"\x00" * ingest_split._KEY_BOUND + b"".join(keys), dtype=np.uint8)
+    lengths = np.array([len(k) for k in keys])
+    ends = ingest_split._KEY_BOUND + np.cumsum(lengths)
+    got = ingest_split._crc32_rows(data, ends, lengths)
+    assert got.tolist() == [zlib.crc32(k) for k in keys]
+
+
+# -- shards --------------------------------------------------------------------------------------
+def test_split_writer_cuts_shards_at_row_ends(tmp_path):
+    writer = ingest_split.SplitWriter(tmp_path, "train", shard_bytes=10)
+    rows = [b"aaaa\n", b"bbb\n", b"cc\n", b"a-row-longer-than-a-shard\n", b"d\n", b"eeeeeeeee\n"]
+    for start in range(0, len(rows), 4):
+        part = rows[start : start + 4]
+        writer.write(ingest_split._Piece(b"".join(part), np.cumsum([len(r) for r in part])))
+    writer.close()
+    contents = [(tmp_path / s.path).read_bytes() for s in writer.shards]
+    assert contents == [b"aaaa\nbbb\n", b"cc\n", b"a-row-longer-than-a-shard\n", b"d\n", b"eeeeeeeee\n"]
+    assert [s.path for s in writer.shards] == [f"train/train-{i:05d}-of-00005.csv" for i in range(5)]
+    assert [s.rows for s in writer.shards] == [2, 1, 1, 1, 1]
+    assert writer.rows == 6 and writer.bytes == len(b"".join(rows))
+    assert writer.crc32c == storage.crc32c_of_bytes(b"".join(rows))
+    assert [s.crc32c for s in writer.shards] == [storage.crc32c_of_bytes(c) for c in contents]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train"]  # no staging file left
+
+    with pytest.raises(ingest_split.IngestError, match="shard_bytes=0: expected a positive number"):
+        ingest_split.SplitWriter(tmp_path, "valid", shard_bytes=0)
+
+
+@pytest.mark.parametrize("where", ["bucket", "local"])
+def test_sharded_dataset_round_trip(where, request, tmp_path):
+    from trainer.data import expand_paths
+
+    source = synth.write_csv(tmp_path / "trips.csv", rows=1200, layout="dated", seed=4)
+    if where == "bucket":
+        place = {"bucket": request.getfixturevalue("bucket")}
+    else:
+        place = {"bucket": None, "local_root": tmp_path / "root"}
+    whole = ingest.ingest(str(source), prefix="one", **place)
+    sharded = ingest.ingest(str(source), prefix="many", shard_bytes=16_000, **place)
+
+    assert whole.train.uri == f"{whole.dataset_uri}/train.csv" and len(whole.train.shards) == 1
+    assert "shards" not in ingest.read_manifest(whole.dataset_uri)["files"]["train"]
+    manifest = ingest.read_manifest(sharded.dataset_uri)
+    for name in ingest.SPLITS:
+        one, split, entry = whole.splits[name], sharded.splits[name], manifest["files"][name]
+        count = len(split.shards)
+        assert 1 < -(-one.bytes // 16_000) <= count <= -(-one.bytes // 16_000) + 1
+        assert split.uri == f"{sharded.dataset_uri}/{name}"
+        assert [s.path for s in split.shards] == [f"{name}/{name}-{i:05d}-of-{count:05d}.csv" for i in range(count)]
+        assert (split.rows, split.bytes, split.crc32c) == (one.rows, one.bytes, one.crc32c)
+        assert (entry["rows"], entry["bytes"], entry["crc32c"]) == (one.rows, one.bytes, one.crc32c)
+        assert entry["shards"] == [s.model_dump(include={"path", "rows", "bytes", "crc32c"}) for s in split.shards]
+        assert sum(s.rows for s in split.shards) == split.rows
+        for shard in split.shards:
+            assert shard.bytes <= 16_000 and storage.object_crc32c(shard.uri) == shard.crc32c
+            assert shard.uri == f"{sharded.dataset_uri}/{shard.path}"
+    assert sharded.dataset_id != whole.dataset_id
+
+    train, valid, back = ingest.download_dataset(sharded.dataset_uri, tmp_path / "back")
+    assert back == manifest and train == tmp_path / "back" / "train" and valid.is_dir()
+    whole_train, whole_valid, _ = ingest.download_dataset(whole.dataset_uri, tmp_path / "back-one")
+    assert whole_train == tmp_path / "back-one" / "train.csv"
+    for directory, file in ((train, whole_train), (valid, whole_valid)):
+        shards = expand_paths(str(directory))
+        assert [Path(p).name for p in shards] == sorted(p.name for p in directory.iterdir())
+        assert b"".join(Path(p).read_bytes() for p in shards) == file.read_bytes()
+
+    again = ingest.ingest(str(source), prefix="many", shard_bytes=16_000, **place)
+    assert again.dataset_id == sharded.dataset_id and again.uploaded == []
+    assert len(again.skipped) == len(sharded.train.shards) + len(sharded.valid.shards) + 1
+
+
+def test_altered_shard_is_caught(bucket, gcs_emulator, tmp_path):
+    source = "synthetic://?rows=2000&seed=3"
+    result = ingest.ingest(source, bucket=bucket, prefix="p", shard_bytes=16_000)
+    shard = result.valid.shards[1]
+    blob = gcs_emulator.client().bucket(bucket).blob(storage.split_gcs_uri(shard.uri)[1])
+    original = blob.download_as_bytes()
+    blob.upload_from_string(original[:-2] + bytes([original[-2] ^ 1]) + original[-1:])
+    with pytest.raises(storage.ObjectConflict, match=f"{shard.path} already exists with different content"):
+        ingest.ingest(source, bucket=bucket, prefix="p", shard_bytes=16_000)
+    with pytest.raises(storage.ChecksumMismatch, match=f"{shard.path}: crc32c .* does not match"):
+        ingest.download_dataset(result.dataset_uri, tmp_path / "dl")

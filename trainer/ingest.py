@@ -18,13 +18,17 @@ up in exactly one split, except header lines and blank lines, which are counted 
 moves bytes and never judges rows — the validate step does that, and quarantines what is bad.
 
 The objects are ``<root>/data/<dataset-id>/{train,valid}.csv`` plus ``dataset.json`` (rows, bytes,
-CRC32C per split, layout, how it was split), written last. The dataset id is derived from the
+CRC32C per split, layout, how it was split), written last. A split larger than ``shard_bytes`` is
+written as shards instead, ``train/train-00000-of-00004.csv`` …, and its manifest entry lists each
+shard's path, rows, bytes and CRC32C besides the split's totals (whose CRC32C is that of the shards
+concatenated in order, the same as for one file). The dataset id is derived from the
 content, so ingesting the same data again names the same objects, finds them with the same CRC32C
 and uploads nothing; different data gets a new id and never replaces what is there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -49,7 +53,7 @@ from trainer.ingest_sources import (
     parse_synthetic,
     write_synthetic,
 )
-from trainer.ingest_split import SPLITS, IngestError, common_layout, write_splits
+from trainer.ingest_split import SHARD_BYTES, SPLITS, IngestError, SplitWriter, common_layout, write_splits
 
 logger = logging.getLogger(__name__)
 
@@ -115,13 +119,23 @@ def fetch_source(
 
 
 # -- the result -----------------------------------------------------------------------------------
-class SplitInfo(BaseModel):
-    name: str
+class ShardInfo(BaseModel):
+    path: str  # relative to the dataset: train.csv, or train/train-00000-of-00004.csv
     uri: str
     rows: int
     bytes: int
     crc32c: str
     uploaded: bool  # False: the object was already there with the same bytes
+
+
+class SplitInfo(BaseModel):
+    name: str
+    uri: str  # the split's file, or the directory (prefix) of its shards
+    rows: int
+    bytes: int
+    crc32c: str  # of the split's bytes: the shards concatenated in order
+    uploaded: bool  # False: every object was already there with the same bytes
+    shards: list[ShardInfo]
 
 
 class IngestResult(BaseModel):
@@ -159,6 +173,8 @@ class IngestResult(BaseModel):
             "valid_bytes": self.valid.bytes,
             "train_crc32c": self.train.crc32c,
             "valid_crc32c": self.valid.crc32c,
+            "train_shards": len(self.train.shards),
+            "valid_shards": len(self.valid.shards),
             "uploaded": len(self.uploaded),
             "skipped": len(self.skipped),
         }
@@ -188,15 +204,19 @@ def ingest(
     bigquery_endpoint: str | None = None,
     workdir: str | os.PathLike | None = None,
     keep_local: str | os.PathLike | None = None,
+    shard_bytes: int = SHARD_BYTES,
 ) -> IngestResult:
     """Split ``source`` into train/valid and write ``<root>/data/<dataset-id>/…`` with CRC32C checks.
 
     ``bucket`` names the destination bucket (``local_root`` is used instead when bucket is None).
-    ``keep_local``: a directory that receives the local train.csv/valid.csv as well.
+    ``keep_local``: a directory that receives the local train.csv/valid.csv (or shards) as well.
+    ``shard_bytes``: the most bytes of one file; a larger split is written as several shards.
     """
     started = time.perf_counter()
     if not 0.0 < valid_fraction < 1.0:
         raise IngestError(f"valid_fraction={valid_fraction}: expected a number between 0 and 1 (exclusive)")
+    if not isinstance(shard_bytes, int) or shard_bytes < 1:
+        raise IngestError(f"shard_bytes={shard_bytes!r}: expected a positive number of bytes")
     parsed = parse_source(source)  # malformed sources fail before anything else
     parsed_valid = parse_source(valid_source) if valid_source else None
     root = dataset_root(bucket, prefix, local_root)
@@ -205,6 +225,7 @@ def ingest(
 
     own_workdir = workdir is None
     work = Path(tempfile.mkdtemp(prefix="taxifare-ingest-") if own_workdir else workdir)
+    staging = None  # for a local root: the splits are written beside their destination, then moved
     try:
         fetch = dict(bucket=bucket, root=root, project=project, bigquery_endpoint=bigquery_endpoint, progress=progress)
         fetched = fetch_source(parsed, work / "source", **fetch)
@@ -215,49 +236,56 @@ def ingest(
 
         all_files = (presplit["train"] + presplit["valid"]) if presplit else files
         layout = common_layout(all_files, source)
-        out_dir = work / "out"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        writers, counts, split_desc = write_splits(out_dir, files, presplit, layout, valid_fraction)
+        if storage.is_gcs(root):
+            out_dir = work / "out"
+            out_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            Path(root, "data").mkdir(parents=True, exist_ok=True)
+            out_dir = staging = Path(tempfile.mkdtemp(prefix=".ingest-", dir=Path(root, "data")))
+        writers, counts, split_desc = write_splits(
+            out_dir, files, presplit, layout, valid_fraction, shard_bytes=shard_bytes
+        )
         if writers["train"].rows + writers["valid"].rows == 0:
             raise IngestError(f"source {source}: no data rows ({counts.headers} header and {counts.blank} blank lines)")
         for name in SPLITS:
             if writers[name].rows == 0:
                 logger.warning("the %s split of %s is empty", name, source)
 
-        files_info = {name: {"rows": w.rows, "bytes": w.bytes, "crc32c": w.crc32c} for name, w in writers.items()}
+        files_info = {name: _manifest_entry(w) for name, w in writers.items()}
         core = {"layout": layout.name, "split": split_desc, "files": files_info}
         digest = hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()
         dataset_id = f"{layout.name}-{digest[:16]}"
         dataset_uri = storage.join(root, "data", dataset_id)
         manifest = {"dataset_id": dataset_id, **core}
         manifest_path = out_dir / MANIFEST_NAME
-        manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        manifest_text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+        manifest_path.write_text(manifest_text)
 
+        objects = [(s.path, s.local, s.crc32c) for n in SPLITS for s in writers[n].shards]
+        objects.append((MANIFEST_NAME, manifest_path, storage.crc32c_of_bytes(manifest_text.encode())))
         results: dict[str, storage.UploadResult] = {}
-        # The manifest goes last: its presence says both splits are complete.
-        for name, path in [(n, writers[n].path) for n in SPLITS] + [("manifest", manifest_path)]:
-            target = storage.join(dataset_uri, path.name)
-            results[name] = storage.upload_file(path, target, overwrite=overwrite, progress=progress)
+        # The manifest goes last: its presence says every shard of both splits is complete.
+        for relative, path, crc32c in objects:
+            target = storage.join(dataset_uri, relative)
+            if staging is not None:
+                results[relative] = _move_into_place(path, Path(target), crc32c, overwrite=overwrite)
+            else:
+                results[relative] = storage.upload_file(path, target, overwrite=overwrite, progress=progress)
 
         if keep_local is not None:
             # Same no-clobber rule as the bucket: a different file already there is an error.
-            for path in [writers[n].path for n in SPLITS] + [manifest_path]:
-                storage.upload_file(path, Path(keep_local) / path.name, overwrite=overwrite)
+            for relative, _, _ in objects:
+                stored = storage.join(dataset_uri, relative) if staging is not None else str(out_dir / relative)
+                storage.upload_file(stored, Path(keep_local) / relative, overwrite=overwrite)
     finally:
         if own_workdir:
             shutil.rmtree(work, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+            with contextlib.suppress(OSError):  # a data/ folder made for a failed ingest goes too
+                staging.parent.rmdir()
 
-    split_infos = {
-        name: SplitInfo(
-            name=name,
-            uri=results[name].uri,
-            rows=files_info[name]["rows"],
-            bytes=files_info[name]["bytes"],
-            crc32c=files_info[name]["crc32c"],
-            uploaded=results[name].uploaded,
-        )
-        for name in SPLITS
-    }
+    split_infos = {name: _split_info(name, writers[name], dataset_uri, results) for name in SPLITS}
     result = IngestResult(
         dataset_id=dataset_id,
         layout=layout.name,
@@ -266,7 +294,7 @@ def ingest(
         split=split_desc,
         root=root,
         dataset_uri=dataset_uri,
-        manifest_uri=results["manifest"].uri,
+        manifest_uri=results[MANIFEST_NAME].uri,
         train=split_infos["train"],
         valid=split_infos["valid"],
         header_lines_dropped=counts.headers,
@@ -287,24 +315,90 @@ def ingest(
     return result
 
 
+def _move_into_place(staged: Path, target: Path, crc32c: str, *, overwrite: bool) -> storage.UploadResult:
+    """A file staged on the local root's own disk: moved (hard link, then unlink) when ``target``
+    does not exist yet, so its bytes are written once; else ``storage.upload_file``'s rules
+    (same CRC32C: skipped; different: ObjectConflict unless ``overwrite``)."""
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(staged, target)  # never replaces a file that appeared meanwhile
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            logger.debug("cannot link %s to %s (%s); copying it", staged, target, exc)
+        else:
+            staged.unlink()
+            return storage.UploadResult(str(staged), str(target), target.stat().st_size, crc32c, "uploaded")
+    return storage.upload_file(staged, target, overwrite=overwrite)
+
+
+def _manifest_entry(writer: SplitWriter) -> dict:
+    """A split in ``dataset.json``: its totals, and its shards when there is more than one.
+
+    A one-file split has no ``shards`` entry, so its manifest (and dataset id) is what it was
+    before datasets were sharded.
+    """
+    entry = {"rows": writer.rows, "bytes": writer.bytes, "crc32c": writer.crc32c}
+    if len(writer.shards) > 1:
+        entry["shards"] = [
+            {"path": s.path, "rows": s.rows, "bytes": s.bytes, "crc32c": s.crc32c} for s in writer.shards
+        ]
+    return entry
+
+
+def _split_info(name: str, writer: SplitWriter, dataset_uri: str, results: dict) -> SplitInfo:
+    shards = [
+        ShardInfo(
+            path=s.path,
+            uri=results[s.path].uri,
+            rows=s.rows,
+            bytes=s.bytes,
+            crc32c=s.crc32c,
+            uploaded=results[s.path].uploaded,
+        )
+        for s in writer.shards
+    ]
+    return SplitInfo(
+        name=name,
+        uri=shards[0].uri if len(shards) == 1 else storage.join(dataset_uri, name),
+        rows=writer.rows,
+        bytes=writer.bytes,
+        crc32c=writer.crc32c,
+        uploaded=any(s.uploaded for s in shards),
+        shards=shards,
+    )
+
+
 def read_manifest(dataset_uri: str) -> dict:
     """The ``dataset.json`` of an ingested dataset."""
     return json.loads(storage.read_text(storage.join(dataset_uri, MANIFEST_NAME)))
 
 
-def download_dataset(dataset_uri: str, local_dir: str | os.PathLike) -> tuple[Path, Path, dict]:
-    """Download train.csv and valid.csv of a dataset, checking each against its manifest CRC32C.
+def split_shards(manifest: dict, name: str) -> list[dict]:
+    """The files of split ``name`` in a manifest, in order: {path, rows, bytes, crc32c} each."""
+    try:
+        entry = manifest["files"][name]
+    except (KeyError, TypeError):
+        raise IngestError(f"dataset {manifest.get('dataset_id')!r}: the manifest has no files.{name} entry") from None
+    return entry.get("shards") or [{"path": f"{name}.csv", **entry}]
 
-    An object altered in the bucket after ingest fails here with ChecksumMismatch.
+
+def download_dataset(dataset_uri: str, local_dir: str | os.PathLike) -> tuple[Path, Path, dict]:
+    """Download the train and valid splits of a dataset, checking every file against its manifest CRC32C.
+
+    Returns (train, valid, manifest): a split is ``local_dir/train.csv`` when it is one file, else
+    the directory ``local_dir/train`` holding its shards (``trainer.data.expand_paths`` reads
+    either). An object altered in the bucket after ingest fails here with ChecksumMismatch.
     """
     manifest = read_manifest(dataset_uri)
     local_dir = Path(local_dir)
-    paths = [
-        storage.download_file(
-            storage.join(dataset_uri, f"{name}.csv"),
-            local_dir / f"{name}.csv",
-            expected_crc32c=manifest["files"][name]["crc32c"],
-        )
-        for name in SPLITS
-    ]
+    paths = []
+    for name in SPLITS:
+        shards = split_shards(manifest, name)
+        for shard in shards:
+            storage.download_file(
+                storage.join(dataset_uri, shard["path"]), local_dir / shard["path"], expected_crc32c=shard["crc32c"]
+            )
+        paths.append(local_dir / (shards[0]["path"] if len(shards) == 1 else name))
     return paths[0], paths[1], manifest

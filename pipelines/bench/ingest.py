@@ -57,7 +57,7 @@ def run(rows: int, repeats: int, work: Path) -> dict:
 
         # One ingest to get the exact split files the others upload.
         first = ingest.ingest(str(source), bucket=_bucket(emulator), prefix="bench", keep_local=work / "split")
-        files = [work / "split" / "train.csv", work / "split" / "valid.csv"]
+        files = [work / "split" / shard.path for split in first.splits.values() for shard in split.shards]
         upload_bytes = sum(f.stat().st_size for f in files)
 
         times: dict[str, list[float]] = {"plain": [], "storage": [], "ingest": [], "reingest": []}

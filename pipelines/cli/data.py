@@ -41,11 +41,18 @@ def ingest_command(
     progress: bool = typer.Option(True, help="Progress bars for large files."),
     project: str = typer.Option(None, help="Project for BigQuery jobs (default: configured)."),
     bigquery_endpoint: str = typer.Option(None, help="BigQuery API endpoint (tests, proxies)."),
-    keep_local: Path = typer.Option(None, help="Also keep train.csv/valid.csv in this directory."),
+    keep_local: Path = typer.Option(None, help="Also keep train.csv/valid.csv (or their shards) in this directory."),
+    shard_bytes: int = typer.Option(
+        None,
+        help="Most bytes of one file; a larger split becomes shards train/train-00000-of-0000N.csv … "
+        "(default: trainer.ingest_split.SHARD_BYTES, 256 MiB).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
 ) -> None:
     """Split SOURCE into train/valid CSVs and upload them to gs://BUCKET/PREFIX/data/<id>/ (CRC32C-checked)."""
     from trainer import ingest
+
+    sharding = {} if shard_bytes is None else {"shard_bytes": shard_bytes}
 
     try:
         settings = load_settings()
@@ -61,6 +68,7 @@ def ingest_command(
             project=project or (settings.project if source.startswith("bq://") else None),
             bigquery_endpoint=bigquery_endpoint,
             keep_local=keep_local,
+            **sharding,
         )
     except _user_errors() as exc:
         _fail(exc)
@@ -70,7 +78,8 @@ def ingest_command(
     typer.echo(f"dataset {result.dataset_id} ({result.layout}) at {result.dataset_uri}")
     for split in result.splits.values():
         state = "uploaded" if split.uploaded else "already there"
-        typer.echo(f"  {split.name}: {split.rows} rows, {split.bytes} bytes, crc32c {split.crc32c} — {state}")
+        shards = f" in {len(split.shards)} shards" if len(split.shards) > 1 else ""
+        typer.echo(f"  {split.name}: {split.rows} rows, {split.bytes} bytes{shards}, crc32c {split.crc32c} — {state}")
     typer.echo(f"  uploaded {len(result.uploaded)}, skipped {len(result.skipped)} in {result.seconds:.2f} s")
 
 
