@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import compileall
 import copy
+import json
 import os
 from pathlib import Path
 
 import pytest
 
 from pipelines.bench import all as bench_all
-from pipelines.bench import baselines, bytecode, first_run, ingest, model, overhead, reliability, serve, throughput
+from pipelines.bench import (
+    baselines,
+    bytecode,
+    first_run,
+    ingest,
+    model,
+    overhead,
+    reliability,
+    scale,
+    serve,
+    throughput,
+)
 from pipelines.bench.report import Row, number
 
 
@@ -446,6 +458,8 @@ FIGURES = {
     "pipeline": PIPELINE,
     "reliability": RELIABILITY,
     "first_run": FIRST_RUN,
+    # A whole scale section's scale.json, as measured on a loaded machine (validate still failing)
+    "scale": json.loads((Path(__file__).parent / "fixtures" / "bench_scale.json").read_text()),
 }
 
 
@@ -501,6 +515,11 @@ SERVE_ROWS = [
 INGEST_ROWS = [
     "| Ingest (200,000 rows, 10.6 MiB) | end to end 50.4 MiB/s; upload with crc32c verify 125.8 MiB/s | plain `upload_from_filename` 136.2 MiB/s | time **2.70×** / 1.08× plain |",
     "| Re-ingest, same data | 0.121 s, objects uploaded [0] | first ingest 0.209 s | **0.58×** |",
+]
+SCALE_ROWS = [
+    "| Ingest at 10^7 rows (`taxifare ingest`) | 538,706 rows/s, 18.6 s, peak RSS 81 MB | target ≥ 500,000 rows/s; RSS ≤ 1.3× 10^5 rows (92 MB) | pass; RSS **0.87×** pass |",
+    "| Validate at 10^7 rows (`taxifare validate`) | 189,243 rows/s, 52.8 s, peak RSS 176 MB | target ≥ 1,000,000 rows/s; RSS ≤ 1.3× 10^5 rows (154 MB) | **FAIL**; RSS **1.14×** pass |",
+    "| Training at 10^7 rows (500 steps) | streaming 6,157 examples/s, peak RSS 1,135 MB | cached 4,604 examples/s, peak RSS 1,568 MB | RSS **0.72×** cached |",
 ]
 RELIABILITY_ROWS = [
     "| Reliability: Corrupt inputs (dated layout) through ingest → validate | 8 fault kinds, 2,450 rows checked, 50 faults injected, 50 quarantined, 0 clean rows lost | | pass |",
@@ -584,6 +603,10 @@ def test_serving_rows_against_the_signature_call_targets_and_the_naive_server():
 
 def test_ingest_rows():
     assert _markdown(ingest.report_rows(INGEST)) == INGEST_ROWS
+
+
+def test_scale_rows_hold_the_largest_size_against_the_targets():
+    assert _markdown(scale.report_rows(FIGURES["scale"])) == SCALE_ROWS
 
 
 def test_reliability_rows_show_each_tests_figures_and_failures():
@@ -739,6 +762,7 @@ def test_the_table_is_each_modules_rows_in_the_readme_order():
         *FIRST_RUN_ROWS,
         *SERVE_ROWS,
         *INGEST_ROWS,
+        *SCALE_ROWS,
         *RELIABILITY_ROWS,
         "",
         "`taxifare bench` on 2 CPUs (load average [1.37, 1.47, 1.45] → [1.52, 1.64, 1.53]), commit d3c462d, "
@@ -770,6 +794,7 @@ def test_report_markdown_has_the_table_then_each_sections_details():
         "## Local pipeline steps",
         "## First run",
         "## Model quality detail (validation RMSE)",
+        "## Scale",
     ]
     assert "| pipeline | 60.0 | ok |" in markdown
     report["sections"]["pipeline"] = {"ok": False, "error": "RunError: train failed", "seconds": 3.0}

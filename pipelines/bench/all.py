@@ -21,7 +21,7 @@ log = logging.getLogger("pipelines.bench.all")
 # The order the sections run in: one after the other, never in parallel (two cores); quality
 # first, because serving reuses the lab model it trains; first_run last, because its compileall over
 # the venv may write bytecode that every section after it would profit from.
-SECTIONS = ("quality", "throughput", "serve", "ingest", "pipeline", "reliability", "first_run")
+SECTIONS = ("quality", "throughput", "serve", "ingest", "scale", "pipeline", "reliability", "first_run")
 # Each section's module: it measures the section and renders its rows (report_rows), and the area
 # named on the one row of a section that failed (its module may be what failed to import).
 MODULES = {
@@ -29,13 +29,14 @@ MODULES = {
     "throughput": ("throughput", "Training throughput"),
     "serve": ("serve", "Serving"),
     "ingest": ("ingest", "Ingest"),
+    "scale": ("scale", "Scale"),
     "pipeline": ("overhead", "Local pipeline"),
     "reliability": ("reliability", "Reliability"),
     "first_run": ("first_run", "First run"),
 }
-TABLE_ORDER = ("quality", "throughput", "pipeline", "first_run", "serve", "ingest", "reliability")
+TABLE_ORDER = ("quality", "throughput", "pipeline", "first_run", "serve", "ingest", "scale", "reliability")
 # The sections with a report_details section in report.md.
-DETAILS_ORDER = ("reliability", "pipeline", "first_run", "quality")
+DETAILS_ORDER = ("reliability", "pipeline", "first_run", "quality", "scale")
 TIME_BUDGET_S = 900.0  # the first-run section adds a whole `taxifare run` and a trainer run
 QUICK_TRAIN_STEPS = 200
 
@@ -134,6 +135,14 @@ def run_all(
             "throughput": lambda: bench_throughput(work, quick),
             "serve": lambda: bench_serve(out, quick, shared),
             "ingest": lambda: bench_ingest(out, quick),
+            # 10^5, 10^6, 10^7 rows through ingest and validate, the trainer cached and streaming
+            # at the largest size, and the projection to 10^8 / 10^9 rows; quick: up to 10^6.
+            "scale": lambda: _module("scale").bench_scale(
+                work / "scale",
+                out,
+                sizes=_module("scale").QUICK_SIZES if quick else _module("scale").SIZES,
+                train_steps=quick_steps or _module("scale").TRAIN_STEPS,
+            ),
             "pipeline": lambda: _module("pipeline").bench_local_run(
                 work / "pipeline", {"train_steps": quick_steps} if quick else {}
             ),
