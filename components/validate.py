@@ -47,14 +47,20 @@ def validate(
             quarantine_uri=quarantine.uri,
         )
         # The quarantine file already went to quarantine.uri inside validate (before any failure).
-        for artifact, produced in ((clean_train, result.clean_train), (clean_valid, result.clean_valid)):
+        # A sharded input (a directory) gives a directory of clean shards of the same names.
+        splits = ((clean_train, result.train), (clean_valid, result.valid))
+        for artifact, rep in splits:
             Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(produced, artifact.path)
+            if rep.shards is None:
+                shutil.copyfile(rep.clean_path, artifact.path)
+            else:
+                shutil.copytree(rep.clean_path, artifact.path, dirs_exist_ok=True)
         write_text(report, result.report_markdown)
 
         counts = {"layout": result.layout, "clean_rows": result.clean_rows}
-        clean_train.metadata.update({**counts, "split": "train", "rows": result.clean_train_rows})
-        clean_valid.metadata.update({**counts, "split": "valid", "rows": result.clean_valid_rows})
+        for artifact, rep in splits:
+            shards = {} if rep.shards is None else {"shards": len(rep.shards)}
+            artifact.metadata.update({**counts, "split": rep.name, "rows": rep.clean, **shards})
         quarantine.metadata.update({"rows": result.bad_rows, "reasons": result.bad_by_reason})
         facts.update(
             clean_rows=result.clean_rows, bad_rows=result.bad_rows, quarantine=quarantine.uri, report=report.uri

@@ -185,3 +185,65 @@ def test_bad_parameters(tmp_path):
     with pytest.raises(ValueError, match="would overwrite the train input"):
         validate.validate(train, lab, tmp_path / "in", smoke_steps=0)
     assert len(train.read_bytes().splitlines()) == 5
+
+
+def test_dirty_file_as_shards_gives_the_same_verdicts_per_shard(tmp_path):
+    lines = [line for line, _ in DIRTY]
+    shards = tmp_path / "train"
+    _write(shards / "train-00000-of-00002.csv", lines[:9])
+    _write(shards / "train-00001-of-00002.csv", lines[9:])
+    valid = _write(tmp_path / "valid.csv", [good(k) for k in range(100, 120)])
+    result = validate.validate(shards, valid, tmp_path / "out", max_bad_fraction=0.6, smoke_steps=0)
+
+    expected = Counter(outcome for _, outcome in DIRTY)
+    rep = result.train
+    assert rep.lines == len(DIRTY) and rep.header_lines == 1 and rep.blank_lines == 1
+    assert rep.clean == 10 and rep.quarantined == 10 and not rep.final_newline
+    assert rep.reasons == {r: n for r, n in expected.items() if r not in ("header", "blank", "clean")}
+    assert [s.final_newline for s in rep.shards] == [True, False]
+    clean_dir = tmp_path / "out" / "train"
+    assert Path(rep.clean_path) == clean_dir and sorted(p.name for p in clean_dir.iterdir()) == [
+        "train-00000-of-00002.csv",
+        "train-00001-of-00002.csv",
+    ]
+    both = b"".join((clean_dir / name).read_bytes() for name in sorted(p.name for p in clean_dir.iterdir()))
+    assert both == b"".join(line for line, outcome in DIRTY if outcome == "clean")
+    # Each entry names its shard and the line number within that shard.
+    for entry in _quarantine(result):
+        offset = 0 if entry["file"].endswith("00000-of-00002.csv") else 9
+        line, outcome = DIRTY[offset + entry["line"] - 1]
+        assert entry["reason"] == outcome and Path(entry["file"]).parent == shards
+    assert result.valid.shards is None and result.clean_valid == tmp_path / "out" / "valid.csv"
+
+
+def test_validate_step_gives_a_directory_artifact_for_sharded_input(tmp_path):
+    from kfp import dsl
+
+    from components.validate import validate as validate_step
+
+    for s in range(2):
+        synth.write_csv(tmp_path / "in" / "train" / f"train-{s}.csv", rows=200, layout="lab", seed=s)
+    synth.write_csv(tmp_path / "in" / "valid.csv", rows=100, layout="lab", seed=5)
+    artifacts = {
+        name: kind(uri=str(tmp_path / "run" / name))
+        for name, kind in [
+            ("clean_train", dsl.Dataset),
+            ("clean_valid", dsl.Dataset),
+            ("quarantine", dsl.Dataset),
+            ("report", dsl.Markdown),
+        ]
+    }
+    layout, clean_rows, bad_rows = validate_step.python_func(
+        train_data=dsl.Dataset(uri=str(tmp_path / "in" / "train"), metadata={"layout": "lab"}),
+        valid_data=dsl.Dataset(uri=str(tmp_path / "in" / "valid.csv"), metadata={"layout": "lab"}),
+        max_bad_fraction=0.05,
+        smoke_steps=0,
+        **artifacts,
+    )
+    train_out, valid_out = Path(artifacts["clean_train"].path), Path(artifacts["clean_valid"].path)
+    assert sorted(p.name for p in train_out.iterdir()) == ["train-0.csv", "train-1.csv"]
+    assert valid_out.is_file() and layout == "lab"
+    rows = sum(len(p.read_bytes().splitlines()) for p in train_out.iterdir()) + len(valid_out.read_bytes().splitlines())
+    assert rows == clean_rows and clean_rows + bad_rows == 500
+    assert artifacts["clean_train"].metadata["shards"] == 2 and "shards" not in artifacts["clean_valid"].metadata
+    assert artifacts["clean_train"].metadata["rows"] + artifacts["clean_valid"].metadata["rows"] == clean_rows

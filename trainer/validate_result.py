@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_serializer
 
 SPLITS = ("train", "valid")
 
@@ -16,6 +16,22 @@ class ValidationError(RuntimeError):
     def __init__(self, message: str, result: ValidationResult | None = None) -> None:
         super().__init__(message)
         self.result = result
+
+
+class ShardReport(BaseModel):
+    """The counts of one input shard of a sharded split."""
+
+    source: str
+    clean_path: str
+    lines: int
+    rows: int
+    clean: int
+    quarantined: int
+    header_lines: int
+    blank_lines: int
+    reasons: dict[str, int]
+    final_newline: bool
+    clean_crc32c: str
 
 
 class SplitReport(BaseModel):
@@ -31,7 +47,16 @@ class SplitReport(BaseModel):
     reasons: dict[str, int]
     bad_fraction: float
     final_newline: bool  # False when the last line has no newline (maybe truncated)
-    clean_crc32c: str
+    clean_crc32c: str  # of the clean bytes (of a sharded split: its clean shards one after another)
+    # A sharded split (a directory or list of shards): one report per shard, clean_path a directory.
+    shards: list[ShardReport] | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_shards_for_one_file(self, handler):
+        data = handler(self)
+        if self.shards is None:
+            data.pop("shards", None)
+        return data
 
 
 class SmokeResult(BaseModel):
