@@ -28,6 +28,23 @@ def ingest(
     """
     from components.artifacts import step_log
     from trainer import ingest
+    from trainer.validate_bigquery import warehouse_tables
+
+    tables = warehouse_tables(source, valid_source or None)
+    if tables:
+        # A BigQuery table stays in the warehouse: the validate step checks, splits (by key, the
+        # same rule as below, when there is no valid table) and exports it there.
+        with step_log("ingest") as facts:
+            for artifact, split in ((train_data, "train"), (valid_data, "valid")):
+                table = tables[split] or tables["train"]
+                artifact.uri = f"bq://{table}"
+                artifact.metadata.update(
+                    {"warehouse": True, "table": table, "split": split, "source": source, "uploaded": False}
+                )
+                if tables["valid"] is None:
+                    artifact.metadata["valid_fraction"] = valid_fraction
+            facts.update(train=train_data.uri, valid=valid_data.uri, warehouse=True)
+        return
 
     with step_log("ingest") as facts:
         result = ingest.ingest(
