@@ -33,13 +33,28 @@ def ingest(
     tables = warehouse_tables(source, valid_source or None)
     if tables:
         # A BigQuery table stays in the warehouse: the validate step checks, splits (by key, the
-        # same rule as below, when there is no valid table) and exports it there.
+        # same rule as below, when there is no valid table) and exports the clean rows as shards
+        # under the dataset root, named after what was asked for.
+        import hashlib
+
+        from trainer import storage
+
         with step_log("ingest") as facts:
+            asked = f"{source}|{valid_source}|{valid_fraction if tables['valid'] is None else ''}"
+            token = hashlib.sha256(asked.encode()).hexdigest()[:16]
+            export_prefix = storage.join(ingest.dataset_root(bucket, prefix), "data", f"bq-{token}")
             for artifact, split in ((train_data, "train"), (valid_data, "valid")):
                 table = tables[split] or tables["train"]
                 artifact.uri = f"bq://{table}"
                 artifact.metadata.update(
-                    {"warehouse": True, "table": table, "split": split, "source": source, "uploaded": False}
+                    {
+                        "warehouse": True,
+                        "table": table,
+                        "split": split,
+                        "source": source,
+                        "export_prefix": export_prefix,
+                        "uploaded": False,
+                    }
                 )
                 if tables["valid"] is None:
                     artifact.metadata["valid_fraction"] = valid_fraction

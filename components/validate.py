@@ -36,6 +36,41 @@ def validate(
     from components.artifacts import local_path, step_log, write_text
     from trainer import validate
 
+    if train_data.metadata.get("warehouse"):
+        # A BigQuery table: checked, split and exported by one query job; no row passes through
+        # this task. The train step reads the exported shards.
+        from trainer.validate_bigquery import validate_bigquery
+
+        with step_log("validate") as facts:
+            meta = train_data.metadata
+            split_by_key = "valid_fraction" in meta
+            result = validate_bigquery(
+                meta["table"],
+                None if split_by_key else valid_data.metadata["table"],
+                meta["export_prefix"],
+                valid_fraction=meta.get("valid_fraction"),
+                max_bad_fraction=max_bad_fraction,
+            )
+            for artifact, rep in ((clean_train, result.train), (clean_valid, result.valid)):
+                artifact.uri = result.export_uris[rep.name].rsplit("/", 1)[0]  # the split's folder of shards
+                artifact.metadata.update(
+                    {
+                        "layout": result.layout,
+                        "split": rep.name,
+                        "rows": rep.clean,
+                        "shards": len(result.export_shards[rep.name]),
+                    }
+                )
+            quarantine.uri = result.quarantine
+            quarantine.metadata.update({"rows": result.bad_rows, "reasons": result.bad_by_reason})
+            note = f"\n## Smoke run\n\nNot run here (smoke_steps={smoke_steps}): the rows stay in BigQuery; the train step reads the exported shards.\n"
+            write_text(report, result.report_markdown + note)
+            facts.update(
+                clean_rows=result.clean_rows, bad_rows=result.bad_rows, quarantine=quarantine.uri, warehouse=True
+            )
+        outputs = namedtuple("ValidateOutputs", ["layout", "clean_rows", "bad_rows"])
+        return outputs(result.layout, result.clean_rows, result.bad_rows)
+
     with step_log("validate") as facts, tempfile.TemporaryDirectory(prefix="taxifare-validate-") as workdir:
         result = validate.validate(
             local_path(train_data, Path(workdir) / "train"),

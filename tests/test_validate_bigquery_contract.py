@@ -225,3 +225,67 @@ def test_an_export_that_wrote_nothing_is_caught(contract_server, bucket):
     contract_server.load("bigquery_validate")
     with pytest.raises(InvariantError, match="reported 970 clean train rows but wrote no shard"):
         validate_bigquery(TRAIN, VALID, f"gs://{bucket}/clean", endpoint=contract_server.url)
+
+
+def test_pipeline_steps_keep_a_bigquery_table_in_the_warehouse(
+    contract_server, bucket, export_player, tmp_path, monkeypatch
+):
+    """The ingest and validate steps on a bq:// table: ingest copies nothing, validate splits the one
+    table by key, checks and exports it in one query job, and hands the train step the shards."""
+    from kfp.dsl import Dataset, Markdown
+
+    from components.ingest import ingest
+    from components.validate import validate
+    from trainer.ingest_bigquery import BIGQUERY_ENDPOINT_ENV
+
+    contract_server.load("bigquery_validate")
+    table = json.loads((CONTRACTS / "bigquery_validate.json").read_text())["interactions"][0]["response"]
+    fixed = json.loads(
+        json.dumps(table)
+        .replace("${project}", "taxi-project")
+        .replace("${dataset}", "course")
+        .replace("${table}", "taxi_train")
+    )
+    contract_server.add("GET", TABLE_PATH.format("taxi_train"), {**fixed, "numRows": "1201"})  # both splits' rows
+    monkeypatch.setenv(BIGQUERY_ENDPOINT_ENV, contract_server.url)
+    monkeypatch.chdir(tmp_path)
+
+    def artifact(kind, name):
+        return kind(name=name, uri=str(tmp_path / name), metadata={})
+
+    train, valid = artifact(Dataset, "train"), artifact(Dataset, "valid")
+    ingest.python_func(
+        source=f"bq://{TRAIN}",
+        bucket=bucket,
+        prefix="runs",
+        valid_source="",
+        valid_fraction=0.2,
+        project="",
+        train_data=train,
+        valid_data=valid,
+    )
+    assert train.uri == valid.uri == f"bq://{TRAIN}"
+    prefix = train.metadata["export_prefix"]
+    assert prefix.startswith(f"gs://{bucket}/runs/data/bq-") and train.metadata["valid_fraction"] == 0.2
+    assert storage.list_blobs(f"gs://{bucket}/runs/") == []  # no row was copied
+
+    clean_train, clean_valid, quarantine = (artifact(Dataset, n) for n in ("clean_train", "clean_valid", "quarantine"))
+    report = artifact(Markdown, "report")
+    outputs = validate.python_func(
+        train_data=train,
+        valid_data=valid,
+        max_bad_fraction=0.05,
+        smoke_steps=10,
+        clean_train=clean_train,
+        clean_valid=clean_valid,
+        quarantine=quarantine,
+        report=report,
+    )
+    script = _insert(contract_server)["configuration"]["query"]["query"]
+    assert script.startswith(f"CREATE TEMP FUNCTION {vsql.CRC32_FUNCTION}(")
+    assert script.count(f"FROM `{TRAIN}`") == 1 and "taxi_valid" not in script
+    assert (outputs.clean_rows, outputs.bad_rows) == (1169, 31)
+    assert clean_train.uri == f"{prefix}/train" and clean_valid.uri == f"{prefix}/valid"
+    assert storage.list_blobs(clean_train.uri + "/") == [f"{prefix}/train/train-000000000000.csv"]
+    assert quarantine.uri == f"bq://{TRAIN}_quarantine" and quarantine.metadata["rows"] == 31
+    assert "the rows stay in BigQuery" in Path(report.path).read_text()
