@@ -5,6 +5,7 @@ from kfp import dsl
 from pipelines.graph import data_steps, serving_steps, train_step, with_hparam_docs
 from trainer import endpoints
 from trainer.hparams import DEFAULTS as HP
+from trainer.schema import VALID_FRACTION
 
 PIPELINE_NAME = "taxifare"
 SERVING_STEPS = (endpoints.DEPLOY, endpoints.PREDICT)  # what its serving target must be able to do
@@ -23,7 +24,7 @@ def taxifare(
     prefix: str = "taxifare",
     source: str = DEFAULT_SOURCE,
     valid_source: str = "",
-    valid_fraction: float = 0.2,
+    valid_fraction: float = VALID_FRACTION,
     max_bad_fraction: float = 0.05,
     smoke_steps: int = 10,
     train_steps: int = HP["train_steps"],

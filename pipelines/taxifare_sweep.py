@@ -13,6 +13,7 @@ from components.select_best import select_best
 from pipelines.graph import data_steps, serving_steps, train_step, with_hparam_docs
 from pipelines.taxifare import DEFAULT_SOURCE
 from trainer import endpoints, hparams
+from trainer.schema import VALID_FRACTION
 
 PIPELINE_NAME = "taxifare-sweep"
 # What its serving target must be able to do: measure the champion, then deploy and predict.
@@ -43,7 +44,7 @@ def taxifare_sweep(
     prefix: str = "taxifare",
     source: str = DEFAULT_SOURCE,
     valid_source: str = "",
-    valid_fraction: float = 0.2,
+    valid_fraction: float = VALID_FRACTION,
     max_bad_fraction: float = 0.05,
     smoke_steps: int = 10,
     trials: list = DEFAULT_TRIALS,

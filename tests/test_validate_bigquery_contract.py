@@ -289,3 +289,20 @@ def test_pipeline_steps_keep_a_bigquery_table_in_the_warehouse(
     assert storage.list_blobs(clean_train.uri + "/") == [f"{prefix}/train/train-000000000000.csv"]
     assert quarantine.uri == f"bq://{TRAIN}_quarantine" and quarantine.metadata["rows"] == 31
     assert "the rows stay in BigQuery" in Path(report.path).read_text()
+
+
+def test_the_cli_validates_a_bigquery_table_in_place(contract_server, bucket, export_player, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from trainer.ingest_bigquery import BIGQUERY_ENDPOINT_ENV
+
+    contract_server.load("bigquery_validate")
+    monkeypatch.setenv(BIGQUERY_ENDPOINT_ENV, contract_server.url)
+    runner = CliRunner()
+    missing = runner.invoke(app, ["validate", f"bq://{TRAIN}", f"bq://{VALID}"])
+    assert missing.exit_code == 2 and "needs --export gs://" in missing.output
+    done = runner.invoke(app, ["validate", f"bq://{TRAIN}", f"bq://{VALID}", "--export", f"gs://{bucket}/clean"])
+    assert done.exit_code == 0, done.output
+    assert f"train: 999 rows, 970 clean → gs://{bucket}/clean/train/train-*.csv (1 shard)" in done.output
+    assert f"quarantine: bq://{TRAIN}_quarantine" in done.output

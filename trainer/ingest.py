@@ -40,7 +40,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from trainer import storage
+from trainer import schema, storage
 from trainer.ingest_bigquery import extract_bigquery, parse_bigquery
 from trainer.ingest_sources import (
     Fetched,
@@ -53,7 +53,14 @@ from trainer.ingest_sources import (
     parse_synthetic,
     write_synthetic,
 )
-from trainer.ingest_split import SHARD_BYTES, SPLITS, IngestError, SplitWriter, common_layout, write_splits
+from trainer.ingest_split import (
+    SHARD_BYTES,
+    SPLITS,
+    IngestError,
+    SplitWriter,
+    common_layout,
+    write_splits,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +203,7 @@ def ingest(
     bucket: str | None,
     prefix: str = "taxifare",
     valid_source: str | None = None,
-    valid_fraction: float = 0.2,
+    valid_fraction: float = schema.VALID_FRACTION,
     local_root: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: bool = False,

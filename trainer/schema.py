@@ -27,6 +27,9 @@ FARE_RANGE = (0.0, 500.0)  # fare must be > 0 and <= 500
 PASSENGER_RANGE = (1, 6)
 MIN_TRIP_DEGREES = 1e-4  # pickup and dropoff closer than this in both axes: a zero-length trip
 
+# The share of one source's rows that goes to valid when ingest splits it by key (unless told otherwise).
+VALID_FRACTION = 0.2
+
 REASON_OUTSIDE_NYC = "outside_nyc"
 REASON_FARE = "fare_out_of_range"
 REASON_PASSENGERS = "passengers_out_of_range"

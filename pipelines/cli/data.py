@@ -35,7 +35,7 @@ def ingest_command(
     bucket: str = typer.Option(None, help="Destination bucket (default: the configured bucket)."),
     prefix: str = typer.Option(None, help="Object prefix (default: the configured prefix)."),
     valid_source: str = typer.Option(None, help="A separate source for the validation rows."),
-    valid_fraction: float = typer.Option(0.2, help="Share of rows hashed into valid (one source)."),
+    valid_fraction: float = typer.Option(schema.VALID_FRACTION, help="Share of rows hashed into valid (one source)."),
     local_root: Path = typer.Option(None, help="Write to this local directory instead of a bucket."),
     overwrite: bool = typer.Option(False, help="Replace objects that hold different bytes."),
     progress: bool = typer.Option(True, help="Progress bars for large files."),
@@ -84,8 +84,12 @@ def ingest_command(
 
 
 def validate_command(
-    train: str = typer.Argument(None, help="Train CSV (local path or gs://)."),
-    valid: str = typer.Argument(None, help="Valid CSV (local path or gs://)."),
+    train: str = typer.Argument(
+        None, help="Train CSV or folder of shards (local path or gs://), or a bq://project.dataset.table."
+    ),
+    valid: str = typer.Argument(
+        None, help="Valid CSV or folder of shards, or a bq:// table; for a bq:// TRAIN it may be left out."
+    ),
     dataset: str = typer.Option(
         None, help="An ingested dataset (…/data/<id>) instead of TRAIN VALID; checked against its manifest."
     ),
@@ -94,10 +98,22 @@ def validate_command(
     smoke_steps: int = typer.Option(10, help="Training steps of the smoke run (0 skips it)."),
     layout: str = typer.Option("auto", help="auto, lab or dated."),
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
+    export: str = typer.Option(
+        None, help="bq:// sources: the gs:// prefix the clean rows are exported to (<prefix>/<split>/…)."
+    ),
+    valid_fraction: float = typer.Option(
+        schema.VALID_FRACTION, help="bq:// TRAIN without VALID: share of rows split into valid by key."
+    ),
 ) -> None:
-    """Check every row (quarantining bad ones), smoke-train, and write a Markdown report."""
+    """Check every row (quarantining bad ones), smoke-train, and write a Markdown report.
+
+    A bq:// table is checked in BigQuery (one query job: quarantine table, clean rows exported to
+    --export, counts per reason); no row is downloaded."""
     from trainer import ingest, validate
 
+    if train and train.startswith("bq://"):
+        _validate_in_bigquery(train, valid, export, valid_fraction, max_bad_fraction, layout, as_json)
+        return
     try:
         inputs = out / "input"
         if dataset:
@@ -130,11 +146,41 @@ def validate_command(
     typer.echo(f"report: {result.report_path}; quarantine: {result.quarantine}")
 
 
+def _validate_in_bigquery(train, valid, export, valid_fraction, max_bad_fraction, layout, as_json) -> None:
+    from trainer.validate_bigquery import validate_bigquery
+
+    try:
+        if not export:
+            raise ValueError("a bq:// source needs --export gs://BUCKET/PREFIX for the clean rows")
+        result = validate_bigquery(
+            train,
+            valid,
+            export,
+            valid_fraction=None if valid else valid_fraction,
+            max_bad_fraction=max_bad_fraction,
+            layout=layout,
+        )
+    except _user_errors() as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(result.model_dump_json(indent=2))
+        return
+    for rep in result.splits.values():
+        reasons = ", ".join(f"{r}={n}" for r, n in rep.reasons.items()) or "none"
+        shards = len(result.export_shards[rep.name])
+        typer.echo(
+            f"{rep.name}: {rep.rows} rows, {rep.clean} clean → {result.export_uris[rep.name]} ({shards} shard{'' if shards == 1 else 's'}), "
+            f"{rep.quarantined} quarantined ({reasons})"
+        )
+    typer.echo(f"quarantine: {result.quarantine}; BigQuery job {result.job_id}")
+
+
 def _local_copy(uri: str, target: Path) -> Path:
+    """A local file or folder of shards as it is; an object in the bucket downloaded."""
     if storage.is_gcs(uri):
         return storage.download_file(uri, target)
     path = Path(uri)
-    if not path.is_file():
+    if not (path.is_file() or path.is_dir()):
         raise storage.ObjectNotFound(f"not found: {uri}")
     return path
 
