@@ -21,11 +21,12 @@ log = logging.getLogger("pipelines.bench.all")
 # The order the sections run in: one after the other, never in parallel (two cores); quality
 # first, because serving reuses the lab model it trains; first_run last, because its compileall over
 # the venv may write bytecode that every section after it would profit from.
-SECTIONS = ("quality", "throughput", "serve", "ingest", "scale", "pipeline", "reliability", "first_run")
+SECTIONS = ("quality", "cv", "throughput", "serve", "ingest", "scale", "pipeline", "reliability", "first_run")
 # Each section's module: it measures the section and renders its rows (report_rows), and the area
 # named on the one row of a section that failed (its module may be what failed to import).
 MODULES = {
     "quality": ("model", "Model quality"),
+    "cv": ("quality", "Model quality by cross-validation"),
     "throughput": ("throughput", "Training throughput"),
     "serve": ("serve", "Serving"),
     "ingest": ("ingest", "Ingest"),
@@ -34,9 +35,9 @@ MODULES = {
     "reliability": ("reliability", "Reliability"),
     "first_run": ("first_run", "First run"),
 }
-TABLE_ORDER = ("quality", "throughput", "pipeline", "first_run", "serve", "ingest", "scale", "reliability")
+TABLE_ORDER = ("quality", "cv", "throughput", "pipeline", "first_run", "serve", "ingest", "scale", "reliability")
 # The sections with a report_details section in report.md.
-DETAILS_ORDER = ("reliability", "pipeline", "first_run", "quality", "scale")
+DETAILS_ORDER = ("reliability", "pipeline", "first_run", "quality", "cv", "scale")
 TIME_BUDGET_S = 900.0  # the first-run section adds a whole `taxifare run` and a trainer run
 QUICK_TRAIN_STEPS = 200
 
@@ -132,6 +133,9 @@ def run_all(
         work = Path(tmp)
         plan = {
             "quality": lambda: _module("quality").bench_section(work, quick_steps, shared),
+            # 5-fold CV over the course's train+valid rows: ours vs LightGBM tuned in the same run
+            # (inner split of the training folds only) vs the distance rule, both layouts.
+            "cv": lambda: _module("cv").bench_section(work / "cv", quick),
             "throughput": lambda: bench_throughput(work, quick),
             "serve": lambda: bench_serve(out, quick, shared),
             "ingest": lambda: bench_ingest(out, quick),

@@ -3,9 +3,10 @@
 * training mean — predict the mean training fare;
 * distance rule — the course's rule: mean fare / mean great-circle km × the trip's km;
 * gradient-boosted trees — scikit-learn ``HistGradientBoostingRegressor`` on hand-made features
-  (great-circle and Manhattan-grid distance, deltas, bearing, distances to the three airports and
-  midtown, airport flags, passengers; for the dated layout hour, weekday, month, year, and the
-  2012-09-04 tariff change).
+  (``features``: great-circle and Manhattan-grid distance, deltas, bearing, distances to the three
+  airports and midtown, airport flags, passengers; for the dated layout hour, weekday, month, year,
+  and the 2012-09-04 tariff change). The cross-validation section (``pipelines.bench.quality``)
+  fits LightGBM on the same features and the distance rule through ``distance_rule``.
 
 Fit on the plausible rows of ``taxi-train.csv`` (the rows the trainer learns from); evaluated on
 every parseable row of ``taxi-valid.csv`` (what the trainer's ``rmse`` covers) and on its
@@ -67,6 +68,12 @@ def haversine_km(lon1, lat1, lon2, lat2) -> np.ndarray:
     return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
 
 
+def load(path: Path, layout: schema.Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(hand-made features, fares, plausible mask) of every parseable row of a CSV in `layout`."""
+    columns, fares, plausible, times = read_rows(path, layout)
+    return features(columns, layout, times), fares, plausible
+
+
 def features(columns: dict[str, np.ndarray], layout: schema.Layout, times: list[str]) -> np.ndarray:
     plon, plat = columns[layout.pickup_lon], columns[layout.pickup_lat]
     dlon, dlat = columns[layout.dropoff_lon], columns[layout.dropoff_lat]
@@ -102,7 +109,15 @@ def features(columns: dict[str, np.ndarray], layout: schema.Layout, times: list[
     return np.column_stack(out)
 
 
-def _rmse(pred: np.ndarray, truth: np.ndarray) -> float:
+DISTANCE_COLUMN = 6  # the great-circle km among ``features``' columns
+
+
+def distance_rule(x_train: np.ndarray, y_train: np.ndarray) -> float:
+    """The course's rule fit on training rows: dollars per great-circle km (mean fare / mean km)."""
+    return float(y_train.mean()) / float(x_train[:, DISTANCE_COLUMN].mean())
+
+
+def rmse(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(np.sqrt(np.mean((pred - truth) ** 2)))
 
 
@@ -111,30 +126,27 @@ def fit_and_score(train_path: Path, valid_path: Path, layout_name: str, seed: in
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     layout = schema.get_layout(layout_name)
-    train_cols, train_y, train_ok, train_times = read_rows(train_path, layout)
-    valid_cols, valid_y, valid_ok, valid_times = read_rows(valid_path, layout)
-    x_train = features(train_cols, layout, train_times)[train_ok]
-    y_train = train_y[train_ok]
-    x_valid = features(valid_cols, layout, valid_times)
+    x_train, train_y, train_ok = load(train_path, layout)
+    x_valid, valid_y, valid_ok = load(valid_path, layout)
+    x_train, y_train = x_train[train_ok], train_y[train_ok]
 
     mean = float(y_train.mean())
-    km_train = x_train[:, 6]
-    per_km = mean / float(km_train.mean())
+    per_km = distance_rule(x_train, y_train)
     started = time.perf_counter()
     gbt = HistGradientBoostingRegressor(max_iter=300, learning_rate=0.08, max_leaf_nodes=31, random_state=seed)
     gbt.fit(x_train, y_train)
     fit_seconds = time.perf_counter() - started
     predictions = {
         "training mean": np.full(len(valid_y), mean),
-        "distance rule": x_valid[:, 6] * per_km,
+        "distance rule": x_valid[:, DISTANCE_COLUMN] * per_km,
         "gradient-boosted trees": gbt.predict(x_valid),
     }
     result = {
         "train_rows": int(train_ok.sum()),
         "eval_rows": int(len(valid_y)),
         "eval_rows_plausible": int(valid_ok.sum()),
-        "rmse": {name: round(_rmse(p, valid_y), 4) for name, p in predictions.items()},
-        "rmse_plausible": {name: round(_rmse(p[valid_ok], valid_y[valid_ok]), 4) for name, p in predictions.items()},
+        "rmse": {name: round(rmse(p, valid_y), 4) for name, p in predictions.items()},
+        "rmse_plausible": {name: round(rmse(p[valid_ok], valid_y[valid_ok]), 4) for name, p in predictions.items()},
         "gbt_fit_seconds": round(fit_seconds, 2),
         "gbt_iterations": int(gbt.n_iter_),
         "distance_rule_fare_per_km": round(per_km, 4),
