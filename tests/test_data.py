@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from trainer import data, schema, synth
 
@@ -268,3 +270,83 @@ def test_block_edges_exact_multiples_long_lines_and_header_only_files(tmp_path, 
     assert [f.rows for f in scan.files] == [3, 0, 3]
     assert _rows(scan)[schema.LABEL] == [12.0, 4.5, 45.0, 45.0, 4.5, 12.0]
     assert data.read_columns(scan)[schema.LABEL].numpy().tolist() == [12.0, 4.5, 45.0, 45.0, 4.5, 12.0]
+
+
+def _batch_rows(features, label, mask=None) -> list[tuple]:
+    """A batch as row tuples: label, the serving fields in sorted order, then the mask if any."""
+    columns = [label.numpy().tolist()] + [features[k].numpy().tolist() for k in sorted(features)]
+    if mask is not None:
+        columns.append(mask.numpy().tolist())
+    return list(zip(*columns))
+
+
+@pytest.mark.parametrize("layout", ["lab", "dated"])
+def test_packed_cache_yields_what_streaming_yields(layout, request):
+    """The course's files: the packed in-memory rows give the batches the files give when streamed."""
+    train, valid = request.getfixturevalue(f"{layout}_csvs")
+    scan = data.scan_files([str(train), str(valid)])
+    assert scan.layout.name == layout and scan.plausible < scan.rows  # the course data has implausible rows
+
+    # One pass in file order, every parseable row with its mask: the same batches, value for value.
+    def batches(cache):
+        ds = data.make_dataset(scan, 1000, training=False, with_mask=True, cache=cache)
+        return [_batch_rows(*batch) for batch in ds]
+
+    streamed = batches(cache=False)
+    assert batches(cache=True) == streamed
+    assert sum(len(b) for b in streamed) == scan.rows
+
+    # Training: each pass is every plausible row once, in a new random order, in full batches.
+    plausible = sorted(row[:-1] for batch in streamed for row in batch if row[-1])
+    assert len(plausible) == scan.plausible
+    ds = data.make_dataset(scan, 256, training=True, cache=True, seed=5)
+    seen: list[tuple] = []
+    for features, label in ds:
+        assert label.shape[0] == 256
+        seen.extend(_batch_rows(features, label))
+        if len(seen) >= 2 * scan.plausible:
+            break
+    passes = [seen[: scan.plausible], seen[scan.plausible : 2 * scan.plausible]]
+    assert sorted(passes[0]) == sorted(passes[1]) == plausible
+    assert passes[0] != passes[1] and passes[0] != sorted(passes[0])
+
+
+def test_packed_rows_cost_four_bytes_a_number_and_eight_for_the_pickup_time(tmp_path):
+    lab = data.scan_files([str(synth.write_csv(tmp_path / "lab.csv", 2000, layout="lab", seed=3))])
+    dated = data.scan_files([str(synth.write_csv(tmp_path / "dated.csv", 2000, layout="dated", seed=3))])
+    for scan, bytes_a_row in ((lab, 24), (dated, 32)):
+        columns = data.pack_rows(scan)
+        assert list(columns) == [schema.LABEL, *scan.layout.serving_fields]
+        assert sum(c.numpy().nbytes for c in columns.values()) == scan.plausible * bytes_a_row
+        # Keeping the implausible rows adds their rows and a one-byte mask.
+        kept = data.pack_rows(scan, keep_implausible=True)
+        assert sum(c.numpy().nbytes for c in kept.values()) == scan.rows * (bytes_a_row + 1)
+        assert int(kept[data.PLAUSIBLE].numpy().sum()) == scan.plausible
+
+
+def test_pickup_time_packs_to_seconds_and_back_to_the_same_text():
+    stamps = [
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC),
+        datetime(1900, 3, 1, 0, 0, 1, tzinfo=UTC),
+        datetime(2000, 2, 29, 12, 30, 5, tzinfo=UTC),
+        datetime(2012, 9, 4, 0, 0, 0, tzinfo=UTC),
+        datetime(2100, 12, 31, 23, 59, 59, tzinfo=UTC),
+    ]
+    rng = np.random.default_rng(0)
+    start = int(datetime(2009, 1, 1, tzinfo=UTC).timestamp())
+    stamps += [datetime.fromtimestamp(int(s), UTC) for s in rng.integers(start, start + 7 * 365 * 86400, 2000)]
+    texts = [s.strftime(schema.DATETIME_FORMAT) for s in stamps]
+    seconds = data.pickup_seconds(tf.constant(texts))
+    assert seconds.dtype == tf.int64
+    assert seconds.numpy().tolist() == [int(s.timestamp()) for s in stamps]
+    assert [t.decode() for t in data.pickup_text(seconds).numpy()] == texts
+
+
+def test_packing_files_that_changed_since_the_scan_is_an_error(tmp_path):
+    path = _write(tmp_path / "lab.csv", LAB_LINES)
+    scan = data.scan_files([path])
+    # Same size, but the first fare is now negative: one plausible row fewer than counted.
+    _write(tmp_path / "lab.csv", [LAB_LINES[0].replace("12.0", "-2.0", 1), *LAB_LINES[1:]])
+    with pytest.raises(data.DataError, match="the rows differ from the 3 the scan counted"):
+        data.pack_rows(scan)

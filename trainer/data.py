@@ -6,14 +6,18 @@ Two passes over each file:
    ``schema.detect_layout``, checks every line with ``schema.check_row``, stops on the first
    malformed line with a ``MalformedRowError`` naming file, line number and reason, and counts
    implausible rows by reason. Training never starts on a file that would fail mid-way.
-2. ``make_dataset`` — the streaming pipeline. Each file is read once, front to back, in blocks
+2. ``make_dataset`` — the input pipeline. Each file is read once, front to back, in blocks
    of ``BLOCK_BYTES`` (``FixedLengthRecordDataset`` records placed with the byte sizes the scan
    measured); a ``Dataset.scan`` carries the partial last line of each block over to the next,
    so every element is the block's whole lines, split with one vectorised op rather than one
    dataset element per line → ``tf.io.decode_csv`` on those lines, in parallel → implausible
    rows dropped (the same rules as ``schema.check_values``, evaluated on float64 values so
-   both passes agree) → rows cut into batches (``rebatch``) → optional cache → shuffle/repeat
-   → prefetch.
+   both passes agree). Then either
+   * streaming: rows cut into batches (``rebatch``) → shuffle/repeat → prefetch, every pass
+     reading the files again; or
+   * cached: one pass packs the rows into one column per field (``pack_rows``: float32 numbers,
+     the pickup time as int64 seconds since 1970) — 24 bytes a lab row, 32 a dated one — and
+     each pass takes batches of them in a new random order.
    Each element is ``(features, label)`` where features maps the layout's raw serving fields to
    float32 tensors (``pickup_datetime`` stays a string), exactly what the exported model takes.
 """
@@ -22,13 +26,16 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import tensorflow as tf
 
 from trainer import config, schema
+from trainer.features import parse_pickup_datetime
 from trainer.schema import Layout
 
 log = logging.getLogger(__name__)
@@ -246,6 +253,59 @@ def to_features(columns: dict[str, tf.Tensor], layout: Layout) -> tuple[dict[str
     return features, tf.cast(columns[schema.LABEL], tf.float32)
 
 
+SECONDS_PER_DAY = 86_400
+
+
+def pickup_seconds(text: tf.Tensor) -> tf.Tensor:
+    """'2011-01-28 20:42:59 UTC' → int64 seconds since 1970-01-01 00:00:00 UTC.
+
+    The date is read as the feature layer reads it (``features.parse_pickup_datetime``), so the
+    text ``pickup_text`` writes back gives the model the same features.
+    """
+
+    def part(start):
+        return tf.strings.to_number(tf.strings.substr(text, start, 2), tf.int64)
+
+    days = parse_pickup_datetime(text)["days"]
+    return days * SECONDS_PER_DAY + part(11) * 3600 + part(14) * 60 + part(17)
+
+
+def pickup_text(seconds: tf.Tensor) -> tf.Tensor:
+    """int64 seconds since 1970 → 'YYYY-MM-DD HH:MM:SS UTC' (the inverse of ``pickup_seconds``)."""
+    days = seconds // SECONDS_PER_DAY
+    time_of_day = seconds - days * SECONDS_PER_DAY
+    # Civil date from days (proleptic Gregorian): the inverse of the feature layer's day count.
+    z = days + 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = tf.where(mp < 10, mp + 3, mp - 9)
+    year = yoe + era * 400 + tf.cast(month <= 2, tf.int64)
+
+    def digits(value, width=2):
+        return tf.strings.as_string(value, width=width, fill="0")
+
+    return tf.strings.join(
+        [
+            digits(year, 4),
+            "-",
+            digits(month),
+            "-",
+            digits(day),
+            " ",
+            digits(time_of_day // 3600),
+            ":",
+            digits(time_of_day // 60 % 60),
+            ":",
+            digits(time_of_day % 60),
+            " UTC",
+        ]
+    )
+
+
 def _line_blocks(scan: ScanResult, *, shuffle: bool, seed: int | None, repeat: bool) -> tf.data.Dataset:
     """The files' data lines (header skipped, line ends removed) as 1-D string tensors.
 
@@ -300,6 +360,94 @@ def _line_blocks(scan: ScanResult, *, shuffle: bool, seed: int | None, repeat: b
     return ds.interleave(read, cycle_length=1)
 
 
+PLAUSIBLE = "_plausible"  # the plausible-row mask among packed or read columns
+
+
+def pack_rows(scan: ScanResult, *, keep_implausible: bool = False) -> dict[str, tf.Tensor]:
+    """The scanned files' rows packed in memory: one tensor per field, label first.
+
+    Numbers are float32 and the pickup time int64 seconds since 1970 (``pickup_seconds``): 24
+    bytes a lab row, 32 a dated one. Implausible rows are left out, or kept with a bool
+    ``PLAUSIBLE`` column (one byte a row more). The files are parsed once, block by block, into
+    arrays sized from the scan's row counts, so the parse never holds more than its blocks in flight.
+    """
+    layout = scan.layout
+    names = (schema.LABEL, *layout.serving_fields)
+    rows = scan.rows if keep_implausible else scan.plausible
+
+    def pack(lines):
+        columns = decode_lines(lines, layout)
+        mask = plausible_mask(columns, layout)
+        packed = {
+            name: pickup_seconds(columns[name])
+            if name == layout.pickup_datetime
+            else tf.cast(columns[name], tf.float32)
+            for name in names
+        }
+        if keep_implausible:
+            packed[PLAUSIBLE] = mask
+        else:
+            packed = {name: tf.boolean_mask(column, mask) for name, column in packed.items()}
+        return packed
+
+    blocks = _line_blocks(scan, shuffle=False, seed=None, repeat=False).map(pack, num_parallel_calls=AUTOTUNE)
+    out: dict[str, np.ndarray] = {
+        name: np.empty(rows, spec.dtype.as_numpy_dtype) for name, spec in blocks.element_spec.items()
+    }
+    at = 0
+    for block in blocks:
+        n = int(block[schema.LABEL].shape[0])
+        if at + n > rows:
+            break
+        for name, column in block.items():
+            out[name][at : at + n] = column.numpy()
+        at += n
+    else:
+        if at == rows:
+            # Into TensorFlow one column at a time: at most one column is held twice.
+            return {name: tf.convert_to_tensor(out.pop(name)) for name in list(out)}
+    paths = ", ".join(f.path for f in scan.files)
+    raise DataError(f"{paths}: the rows differ from the {rows} the scan counted: did the files change since?")
+
+
+def _packed_dataset(
+    columns: dict[str, tf.Tensor], layout: Layout, batch_size: int, *, training: bool, seed: int | None
+) -> tf.data.Dataset:
+    """Batches of packed rows (``pack_rows``) as ``(features, label, mask)``: in row order, one
+    pass; or, training, every row once per pass in a new random order each pass, forever."""
+    rows = int(columns[schema.LABEL].shape[0])
+    index_type = tf.int32 if rows < 2**31 else tf.int64
+    base_seed = random.randrange(2**31) if seed is None else seed
+
+    def take(cols, index):
+        label = tf.gather(cols[schema.LABEL], index)
+        features = {}
+        for name in layout.serving_fields:
+            value = tf.gather(cols[name], index)
+            features[name] = pickup_text(value) if name == layout.pickup_datetime else value
+        mask = tf.gather(cols[PLAUSIBLE], index) if PLAUSIBLE in cols else tf.ones_like(label, tf.bool)
+        return features, label, mask
+
+    def one_pass(cols, order):
+        starts = tf.data.Dataset.range(0, rows, batch_size)
+        return starts.map(lambda start: take(cols, order[start : start + batch_size]))
+
+    # The columns are one dataset element, so they are handed to each pass, never copied.
+    ds = tf.data.Dataset.from_tensors(columns)
+    if not training:
+        return ds.flat_map(lambda cols: one_pass(cols, tf.range(rows, dtype=index_type)))
+
+    def shuffled_pass(number, cols):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(rows, dtype=index_type), seed=tf.stack([tf.constant(base_seed, tf.int64), number])
+        )
+        return one_pass(cols, order)
+
+    # A pass ends in a short batch: rebatch carries its rows into the next pass's first batch.
+    passes = ds.repeat() if rows else ds  # no rows: no batches, rather than empty passes forever
+    return passes.enumerate().flat_map(shuffled_pass).rebatch(batch_size)
+
+
 def make_dataset(
     scan: ScanResult,
     batch_size: int,
@@ -316,32 +464,14 @@ def make_dataset(
     training: shuffle and repeat forever; implausible rows dropped (by default).
     Otherwise one pass in file order; all parseable rows kept (by default), and with
     ``with_mask`` each element carries a third item, the plausible-row mask.
-    cache: parse once and keep the rows in memory (the course files are small); rows are then
-    shuffled one by one. Without cache (data larger than memory) every pass streams from the
-    files: file order is shuffled, files are read in parallel, and parsed batches are shuffled.
+    cache: parse once and keep the rows in memory, packed (``pack_rows``); each training pass
+    is a new random order of all of them. Without cache (data larger than memory) every pass
+    streams from the files: file order is shuffled, files are read in parallel, and parsed
+    batches are shuffled (``shuffle_buffer`` rows at a time).
     """
     layout = scan.layout
     if drop_implausible is None:
         drop_implausible = training
-
-    shuffle_rows = training and not cache
-
-    def parse(index, lines):
-        columns = decode_lines(lines, layout)
-        mask = plausible_mask(columns, layout)
-        features, label = to_features(columns, layout)
-        if drop_implausible:
-            features = {k: tf.boolean_mask(v, mask) for k, v in features.items()}
-            label = tf.boolean_mask(label, mask)
-            mask = tf.boolean_mask(mask, mask)
-        if shuffle_rows:
-            # A block's rows are consecutive lines of one file: mix them before they are batched.
-            order = tf.random.experimental.stateless_shuffle(
-                tf.range(tf.shape(label)[0]), seed=tf.stack([tf.cast(seed or 0, tf.int64), index])
-            )
-            features = {k: tf.gather(v, order) for k, v in features.items()}
-            label, mask = tf.gather(label, order), tf.gather(mask, order)
-        return (features, label, mask) if with_mask else (features, label)
 
     options = tf.data.Options()
     # Each worker of a multi-worker run reads every file and keeps its share of the batches,
@@ -355,13 +485,29 @@ def make_dataset(
         options.threading.private_threadpool_size = max(1, config.usable_cores() // 2)
 
     if cache:
-        blocks = _line_blocks(scan, shuffle=False, seed=seed, repeat=False).enumerate()
-        ds = blocks.map(parse, num_parallel_calls=AUTOTUNE).unbatch().cache()
-        if training:
-            ds = ds.shuffle(min(shuffle_buffer, max(scan.plausible, 1)), seed=seed, reshuffle_each_iteration=True)
-            ds = ds.repeat()
-        ds = ds.batch(batch_size)
+        columns = pack_rows(scan, keep_implausible=not drop_implausible)
+        ds = _packed_dataset(columns, layout, batch_size, training=training, seed=seed)
+        if not with_mask:
+            ds = ds.map(lambda features, label, mask: (features, label))
     else:
+
+        def parse(index, lines):
+            columns = decode_lines(lines, layout)
+            mask = plausible_mask(columns, layout)
+            features, label = to_features(columns, layout)
+            if drop_implausible:
+                features = {k: tf.boolean_mask(v, mask) for k, v in features.items()}
+                label = tf.boolean_mask(label, mask)
+                mask = tf.boolean_mask(mask, mask)
+            if training:
+                # A block's rows are consecutive lines of one file: mix them before they are batched.
+                order = tf.random.experimental.stateless_shuffle(
+                    tf.range(tf.shape(label)[0]), seed=tf.stack([tf.cast(seed or 0, tf.int64), index])
+                )
+                features = {k: tf.gather(v, order) for k, v in features.items()}
+                label, mask = tf.gather(label, order), tf.gather(mask, order)
+            return (features, label, mask) if with_mask else (features, label)
+
         blocks = _line_blocks(scan, shuffle=training, seed=seed, repeat=training).enumerate()
         ds = blocks.map(parse, num_parallel_calls=AUTOTUNE, deterministic=not training).rebatch(batch_size)
         if training:
@@ -378,6 +524,6 @@ def read_columns(scan: ScanResult) -> dict[str, tf.Tensor]:
     parts: list[dict[str, tf.Tensor]] = []
     for lines in _line_blocks(scan, shuffle=False, seed=None, repeat=False):
         columns = decode_lines(lines, scan.layout)
-        columns["_plausible"] = plausible_mask(columns, scan.layout)
+        columns[PLAUSIBLE] = plausible_mask(columns, scan.layout)
         parts.append(columns)
     return {k: tf.concat([c[k] for c in parts], axis=0) for k in parts[0]}
