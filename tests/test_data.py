@@ -350,3 +350,57 @@ def test_packing_files_that_changed_since_the_scan_is_an_error(tmp_path):
     _write(tmp_path / "lab.csv", [LAB_LINES[0].replace("12.0", "-2.0", 1), *LAB_LINES[1:]])
     with pytest.raises(data.DataError, match="the rows differ from the 3 the scan counted"):
         data.pack_rows(scan)
+
+
+def _scan_fields(scan: data.FileScan) -> tuple:
+    return (
+        scan.layout.name,
+        scan.has_header,
+        scan.rows,
+        dict(scan.dropped),
+        scan.size,
+        scan.header_bytes,
+        scan.final_newline,
+        scan.crlf,
+    )
+
+
+@pytest.mark.parametrize("layout", ["lab", "dated"])
+def test_block_scan_equals_the_line_scan(layout, request, tmp_path):
+    """Local files are scanned in blocks; what the scan learns is what the line-by-line scan learns —
+    on the course files, with a header, CRLF line ends, no final newline and implausible rows."""
+    train, _ = request.getfixturevalue(f"{layout}_csvs")
+    lines = train.read_bytes().splitlines(keepends=True)
+    lay = schema.get_layout(layout)
+    header = (",".join(lay.columns) + "\n").encode()
+    variants = {
+        "course": b"".join(lines),
+        "header": header + b"".join(lines),
+        "crlf": b"".join(line.replace(b"\n", b"\r\n") for line in lines),
+        "no_final_newline": b"".join(lines).rstrip(b"\n"),
+        "key_with_control_byte": b"".join(lines[:-1]) + lines[-1].rstrip(b"\n") + b"\x7f\n",
+    }
+    for name, content in variants.items():
+        path = tmp_path / f"{name}.csv"
+        path.write_bytes(content)
+        fast = data.scan_file(str(path))
+        assert _scan_fields(fast) == _scan_fields(data._scan_lines(str(path), None)), name
+        assert fast.rows == len(lines) and sum(fast.dropped.values()) > 0
+
+
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (b"\n", schema.REASON_COLUMNS),  # a blank line
+        (b"12.0,abc,40.7,-73.9,40.8,1,k\n", schema.REASON_NOT_A_NUMBER),
+        (b"fare_amount,pickuplon,pickuplat,dropofflon,dropofflat,passengers,key\n", schema.REASON_NOT_A_NUMBER),
+        (b"12.0,-73.9,40.7\n", schema.REASON_COLUMNS),
+    ],
+)
+def test_block_scan_names_the_first_bad_line_as_the_line_scan_does(bad, reason, lab_csvs, tmp_path):
+    lines = lab_csvs[0].read_bytes().splitlines(keepends=True)
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"".join(lines[:100]) + bad + b"".join(lines[100:]))
+    with pytest.raises(data.MalformedRowError) as info:
+        data.scan_file(str(path))
+    assert info.value.line == 101 and info.value.reason == reason

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -143,7 +144,52 @@ def _raw_lines(path: str):
 
 
 def scan_file(path: str, layout: Layout | None = None) -> FileScan:
-    """Check every line of one CSV file; raise MalformedRowError on the first bad one."""
+    """Check every line of one CSV file; raise MalformedRowError on the first bad one.
+
+    A local file is checked in blocks (``rowcheck``, the validate step's checks); a file that
+    holds anything but plausible or implausible rows (a malformed line, a blank line, a second
+    header), or one in the bucket, is read line by line, which finds and names the first bad line."""
+    if not path.startswith("gs://") and os.path.isfile(path):
+        scan = _scan_blocks(path, layout)
+        if scan is not None:
+            return scan
+    return _scan_lines(path, layout)
+
+
+def _scan_blocks(path: str, layout: Layout | None) -> FileScan | None:
+    """The scan from the block checks; None when the file needs the line-by-line scan."""
+    from trainer import rowcheck
+
+    with open(path, "rb") as f:
+        first = f.readline()
+    try:
+        first_line = first.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        return None
+    if not first_line.strip():
+        return None
+    scan = _start_scan(path, first_line, layout)
+    implausible = set(schema.IMPLAUSIBLE_REASONS)
+    lines = headers = 0
+    dropped: Counter = Counter()
+    crlf, last = False, None
+    for _, block in rowcheck.check_file_blocks(path, scan.layout):
+        if block.blank_lines or not implausible.issuperset(block.reasons):
+            return None
+        lines += block.lines
+        headers += block.header_lines
+        dropped.update(block.reasons)
+        crlf, last = crlf or block.crlf, block.last_byte
+    if headers != (1 if scan.has_header else 0):
+        return None
+    scan.header_bytes = len(first) if scan.has_header else 0
+    scan.rows = lines - headers
+    scan.dropped = dropped
+    scan.size, scan.final_newline, scan.crlf = os.path.getsize(path), last == ord("\n"), crlf
+    return scan
+
+
+def _scan_lines(path: str, layout: Layout | None) -> FileScan:
     check_row = schema.check_row
     malformed = set(schema.MALFORMED_REASONS)
     scan: FileScan | None = None

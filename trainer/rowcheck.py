@@ -119,6 +119,7 @@ class BlockResult:
     quarantined: list[tuple[int, str]] = field(default_factory=list)
     last_byte: int | None = None  # the block's last byte (the file ends with "\n" or not)
     scalar_lines: int = 0  # lines judged by classify_line (the vectorised checks were not sure)
+    crlf: bool = False  # some line of the block ends with "\r\n"
     clean_newlines: int = 0  # newlines in ``clean`` (must equal clean_lines)
 
 
@@ -262,7 +263,7 @@ def _scalar_verdict(raw: bytes, layout: schema.Layout) -> tuple[str | None, str]
 
 def check_block(block: bytes, layout: schema.Layout, *, vectorised: bool = True) -> BlockResult:
     """The verdict of every line of ``block`` (complete lines; only a file's last may lack "\\n")."""
-    result = BlockResult(last_byte=block[-1] if block else None)
+    result = BlockResult(last_byte=block[-1] if block else None, crlf=b"\r\n" in block)
     if not block:
         return result
     data = np.frombuffer(block, np.uint8)
