@@ -20,6 +20,7 @@ from trainer import schema, storage
 from trainer.ingest_bigquery import BIGQUERY_ENDPOINT_ENV, _bigquery_client, parse_bigquery
 from trainer.ingest_sources import SourceError
 from trainer.validate import _failures
+from trainer.validate_report import reasons_table
 from trainer.validate_result import SPLITS, SplitReport, ValidationError, ValidationResult
 from trainer.validate_rows import InvariantError
 from trainer.validate_sql import REASON_HEADER, SPLIT_BY_KEY, export_uri, validation_sql
@@ -128,12 +129,8 @@ def _markdown(lay: schema.Layout, reports: dict[str, SplitReport], max_bad: floa
             f"| {rep.name} | `{rep.source}` | {rep.rows} | {rep.clean} | {rep.quarantined} | "
             f"{rep.bad_fraction:.2%} | {rep.header_lines} | `{uris[rep.name]}` |"
         )
-    reasons = sorted({r for rep in reports.values() for r in rep.reasons})
-    if reasons:
-        lines += ["", "## Quarantined rows by reason", "", "| reason | train | valid |", "|---|---:|---:|"]
-        for reason in reasons:
-            lines.append(f"| {reason} | " + " | ".join(str(reports[s].reasons.get(reason, 0)) for s in SPLITS) + " |")
-        lines += ["", f"Quarantine table: `{quarantine}` (split, reason, detail and the raw fields)."]
+    if table := reasons_table(reports):
+        lines += [*table, "", f"Quarantine table: `{quarantine}` (split, reason, detail and the raw fields)."]
     if failures:
         lines += ["", "## Failures", ""] + [f"- {f}" for f in failures]
     return "\n".join(lines) + "\n"

@@ -28,6 +28,18 @@ def _md_cell(text: str | None) -> str:
     return "`" + text.replace("|", "\\|").replace("`", "'") + "`"
 
 
+def reasons_table(reports: dict[str, SplitReport]) -> list[str]:
+    """Markdown lines: quarantined rows per reason and split (none when nothing was quarantined)."""
+    reasons = sorted({r for rep in reports.values() for r in rep.reasons})
+    if not reasons:
+        return []
+    lines = ["", "## Quarantined rows by reason", "", "| reason | train | valid |", "|---|---:|---:|"]
+    for reason in reasons:
+        counts = " | ".join(str(reports[s].reasons.get(reason, 0)) for s in SPLITS)
+        lines.append(f"| {reason} | {counts} |")
+    return lines
+
+
 def render_report(
     layout: schema.Layout,
     reports: dict[str, SplitReport],
@@ -52,13 +64,15 @@ def render_report(
             f"| {rep.name} | {rep.lines} | {rep.rows} | {rep.clean} | {rep.quarantined} | "
             f"{rep.bad_fraction:.2%} | {rep.header_lines} | {rep.blank_lines} |"
         )
-    reasons = sorted({r for rep in reports.values() for r in rep.reasons})
-    if reasons:
-        lines += ["", "## Quarantined rows by reason", "", "| reason | train | valid |", "|---|---:|---:|"]
-        for reason in reasons:
-            counts = " | ".join(str(reports[s].reasons.get(reason, 0)) for s in SPLITS)
-            lines.append(f"| {reason} | {counts} |")
-        lines += ["", f"Quarantine file: `{quarantine_where or quarantine_path}`", "", "First quarantined lines:", ""]
+    if table := reasons_table(reports):
+        lines += [
+            *table,
+            "",
+            f"Quarantine file: `{quarantine_where or quarantine_path}`",
+            "",
+            "First quarantined lines:",
+            "",
+        ]
         lines += ["| split | line | reason | detail | text |", "|---|---:|---|---|---|"]
         for entry in _examples(quarantine_path):
             lines.append(

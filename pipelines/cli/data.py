@@ -135,12 +135,8 @@ def validate_command(
         )
     except _user_errors() as exc:
         _fail(exc)
-    if as_json:
-        typer.echo(result.model_dump_json(indent=2))
+    if _echo_splits(result, as_json, lambda rep: ""):
         return
-    for rep in result.splits.values():
-        reasons = ", ".join(f"{r}={n}" for r, n in rep.reasons.items()) or "none"
-        typer.echo(f"{rep.name}: {rep.rows} rows, {rep.clean} clean, {rep.quarantined} quarantined ({reasons})")
     if result.smoke is not None:
         typer.echo(f"smoke run: {result.smoke.steps} steps, test fare {result.smoke.prediction:.2f}")
     typer.echo(f"report: {result.report_path}; quarantine: {result.quarantine}")
@@ -162,17 +158,27 @@ def _validate_in_bigquery(train, valid, export, valid_fraction, max_bad_fraction
         )
     except _user_errors() as exc:
         _fail(exc)
+
+    def where(rep) -> str:
+        shards = len(result.export_shards[rep.name])
+        return f" → {result.export_uris[rep.name]} ({shards} shard{'' if shards == 1 else 's'})"
+
+    if _echo_splits(result, as_json, where):
+        return
+    typer.echo(f"quarantine: {result.quarantine}; BigQuery job {result.job_id}")
+
+
+def _echo_splits(result, as_json: bool, where) -> bool:
+    """The result as JSON (True: nothing more to print), or one line per split."""
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
-        return
+        return True
     for rep in result.splits.values():
         reasons = ", ".join(f"{r}={n}" for r, n in rep.reasons.items()) or "none"
-        shards = len(result.export_shards[rep.name])
         typer.echo(
-            f"{rep.name}: {rep.rows} rows, {rep.clean} clean → {result.export_uris[rep.name]} ({shards} shard{'' if shards == 1 else 's'}), "
-            f"{rep.quarantined} quarantined ({reasons})"
+            f"{rep.name}: {rep.rows} rows, {rep.clean} clean{where(rep)}, {rep.quarantined} quarantined ({reasons})"
         )
-    typer.echo(f"quarantine: {result.quarantine}; BigQuery job {result.job_id}")
+    return False
 
 
 def _local_copy(uri: str, target: Path) -> Path:
