@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         only: str = typer.Option(
             "",
             "--only",
-            help="Comma-separated sections to run (quality, throughput, serve, ingest, pipeline, reliability); default all.",
+            help="Comma-separated sections to run, e.g. scale,cv (an unknown name lists them all); default all.",
         ),
         reliability: str = typer.Option(
             "run",
