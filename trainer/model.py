@@ -33,7 +33,7 @@ _HP = hparams.config_defaults()
 DEFAULT_LOSS = "huber:5"  # squared error within $5, linear beyond: meter-less outlier fares weigh less
 NORMALIZATION_SAMPLE_ROWS = 100_000
 EVAL_EVERY_STEPS = 500
-CACHE_MAX_ROWS = 10_000_000  # ~300 MB of parsed rows; larger data streams from the files every pass
+CACHE_MAX_ROWS = 10_000_000  # packed in memory up to 320 MB (data.pack_rows); larger data streams every pass
 
 
 # The job's settings: where the data is, the hyperparameters (one field per trainer flag, typed
