@@ -12,17 +12,16 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
+from tests.fixtures.data import shared_data_dir
 from trainer import schema, synth, validate_rows
 from trainer import validate_sql as vsql
 
 duckdb = pytest.importorskip("duckdb")
 sqlglot = pytest.importorskip("sqlglot")
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SOURCES = {"train": "src_train", "valid": "src_valid"}
 
 
@@ -32,11 +31,12 @@ def _duck(sql: str) -> str:
 
 
 def _course_rows(layout: schema.Layout, split: str) -> list[list[str]]:
-    path = SHARED_DATA / layout.name / f"taxi-{split}.csv"
-    if path.is_file():
+    shared = shared_data_dir()
+    path = shared / layout.name / f"taxi-{split}.csv" if shared else None
+    if path is not None and path.is_file():
         lines = path.read_text().splitlines()
     else:
-        lines = [",".join(r) for r in synth.iter_rows(synth.generate(400, seed=7 if split == "train" else 8), layout)]
+        lines = [",".join(r) for r in synth.iter_rows(2000, layout.name, seed=7 if split == "train" else 8)]
     rows = [line.split(",") for line in lines if line.strip()]
     return [r for r in rows if len(r) == len(layout.columns)]
 
