@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from trainer import config, schema
+from trainer import config, schema, storage
 from trainer.features import parse_pickup_datetime
 from trainer.schema import Layout
 
@@ -98,30 +98,12 @@ class ScanResult:
 
 
 def expand_paths(spec: str | Sequence[str]) -> list[str]:
-    """Comma-separated files, globs or shard directories (or a list of them) → de-duplicated file paths."""
-    parts = spec.split(",") if isinstance(spec, str) else list(spec)
-    paths: list[str] = []
-    for part in (str(p).strip() for p in parts):
-        if not part:
-            continue
-        if tf.io.gfile.isdir(part):
-            # A sharded split: its directory holds the shards (train-00000-of-00004.csv, …).
-            matches = sorted(tf.io.gfile.glob(part.rstrip("/") + "/*.csv"))
-            if not matches:
-                raise DataError(f"{part}: directory holds no .csv shard")
-            paths.extend(matches)
-        elif any(ch in part for ch in "*?["):
-            matches = sorted(tf.io.gfile.glob(part))
-            if not matches:
-                raise DataError(f"{part}: no file matches this pattern")
-            paths.extend(matches)
-        else:
-            if not tf.io.gfile.exists(part):
-                raise DataError(f"{part}: no such file")
-            paths.append(part)
-    if not paths:
-        raise DataError(f"no input files in {spec!r}")
-    return list(dict.fromkeys(paths))
+    """Comma-separated files, globs or shard directories (or a list of them) → de-duplicated file
+    paths (``storage.expand_files`` through TensorFlow's file system, so gs:// too)."""
+    try:
+        return storage.expand_files(spec, isdir=tf.io.gfile.isdir, glob=tf.io.gfile.glob, exists=tf.io.gfile.exists)
+    except FileNotFoundError as exc:
+        raise DataError(str(exc)) from None
 
 
 def _raw_lines(path: str):

@@ -105,6 +105,40 @@ def join(base: str | os.PathLike, *parts: str) -> str:
 
 
 # -- checksums -----------------------------------------------------------------------------------
+def expand_files(spec, *, isdir=os.path.isdir, glob=None, exists=os.path.isfile) -> list[str]:
+    """Comma-separated files, globs or shard directories (or a list of them) → de-duplicated file
+    paths, in order; a directory means its ``.csv`` shards (train-00000-of-00004.csv, …).
+
+    The one grammar of a split's files: local paths by default, any file system through ``isdir``,
+    ``glob`` and ``exists`` (the trainer passes TensorFlow's, which also reads gs://). Raises
+    FileNotFoundError naming the part that matched nothing.
+    """
+    if glob is None:
+        from glob import glob
+    parts = list(spec) if isinstance(spec, list | tuple) else str(spec).split(",")
+    paths: list[str] = []
+    for part in (str(p).strip() for p in parts):
+        if not part:
+            continue
+        if isdir(part):
+            matches = sorted(glob(part.rstrip("/") + "/*.csv"))
+            if not matches:
+                raise FileNotFoundError(f"{part}: directory holds no .csv shard")
+            paths.extend(matches)
+        elif any(ch in part for ch in "*?["):
+            matches = sorted(glob(part))
+            if not matches:
+                raise FileNotFoundError(f"{part}: no file matches this pattern")
+            paths.extend(matches)
+        else:
+            if not exists(part):
+                raise FileNotFoundError(f"{part}: no such file")
+            paths.append(part)
+    if not paths:
+        raise FileNotFoundError(f"no input files in {spec!r}")
+    return list(dict.fromkeys(paths))
+
+
 def crc32c_of_bytes(data: bytes) -> str:
     """CRC32C as GCS reports it: base64 of the big-endian 4 bytes."""
     return base64.b64encode(google_crc32c.Checksum(data).digest()).decode("ascii")

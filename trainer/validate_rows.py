@@ -8,7 +8,6 @@ on every usable core; ``classify_line`` for any line the vectorised checks are n
 from __future__ import annotations
 
 import base64
-import glob
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import google_crc32c
 
-from trainer import rowcheck, schema
+from trainer import rowcheck, schema, storage
 from trainer.rowcheck import CONTROL as _CONTROL  # noqa: F401  (the pattern other checks mirror)
 from trainer.rowcheck import classify_line  # noqa: F401  (the one verdict of a line)
 from trainer.validate_result import ShardReport, SplitReport
@@ -32,32 +31,12 @@ def split_files(spec: SplitSpec) -> tuple[list[Path], bool]:
     """(input files, sharded) for one split: a CSV file (not sharded), or shards — a directory of
     ``.csv`` files, a glob, a comma-separated list, or a list of any of these.
 
-    The local counterpart of ``trainer.data.expand_paths`` (which reads through TensorFlow's file
-    system, too heavy for this step). Raises FileNotFoundError naming the part that matched nothing.
+    The files are ``storage.expand_files``'s (the grammar the trainer reads too), on the local file
+    system. Raises FileNotFoundError naming the part that matched nothing.
     """
-    parts = [str(p) for p in spec] if isinstance(spec, list | tuple) else str(spec).split(",")
-    parts = [p.strip() for p in parts if p.strip()]
-    single = len(parts) == 1 and Path(parts[0]).is_file() and not isinstance(spec, list | tuple)
-    files: list[Path] = []
-    for part in parts:
-        path = Path(part)
-        if path.is_dir():
-            shards = sorted(path.glob("*.csv"))
-            if not shards:
-                raise FileNotFoundError(f"{part}: directory holds no .csv shard")
-            files.extend(shards)
-        elif any(ch in part for ch in "*?["):
-            matched = sorted(Path(p) for p in glob.glob(part))
-            if not matched:
-                raise FileNotFoundError(f"{part}: no file matches this pattern")
-            files.extend(matched)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"{part}: no such file")
-    if not files:
-        raise FileNotFoundError(f"no input files in {spec!r}")
-    files = list(dict.fromkeys(files))
+    files = [Path(p) for p in storage.expand_files(spec)]
+    text = None if isinstance(spec, list | tuple) else [p.strip() for p in str(spec).split(",") if p.strip()]
+    single = text is not None and len(text) == 1 and Path(text[0]).is_file()
     if not single:
         named: dict[str, Path] = {}
         for path in files:
