@@ -59,6 +59,13 @@ def export_player(contract_server):
     player.join(5)
 
 
+def _recorded_table(interaction: int, table: str) -> dict:
+    """The recorded tables.get answer of ``interaction``, filled in for ``table`` of taxi-project.course."""
+    recorded = json.loads((CONTRACTS / "bigquery_validate.json").read_text())["interactions"][interaction]["response"]
+    text = json.dumps(recorded).replace("${project}", "taxi-project").replace("${dataset}", "course")
+    return json.loads(text.replace("${table}", table))
+
+
 def _insert(contract_server) -> dict:
     (insert,) = contract_server.calls("POST", r"/bigquery/v2/projects/taxi-project/jobs")
     return insert.body
@@ -209,14 +216,7 @@ def test_sources_must_be_tables():
 
 def test_counts_must_add_up_to_the_tables_rows(contract_server, bucket, export_player):
     contract_server.load("bigquery_validate")
-    table = json.loads((CONTRACTS / "bigquery_validate.json").read_text())["interactions"][1]["response"]
-    fixed = json.loads(
-        json.dumps(table)
-        .replace("${project}", "taxi-project")
-        .replace("${dataset}", "course")
-        .replace("${table}", "taxi_valid")
-    )
-    contract_server.add("GET", TABLE_PATH.format("taxi_valid"), {**fixed, "numRows": "202"})
+    contract_server.add("GET", TABLE_PATH.format("taxi_valid"), {**_recorded_table(1, "taxi_valid"), "numRows": "202"})
     with pytest.raises(InvariantError, match="taxi_valid: 202 rows but 199 clean \\+ 2 quarantined \\+ 0 header"):
         validate_bigquery(TRAIN, VALID, f"gs://{bucket}/clean", endpoint=contract_server.url)
 
@@ -239,14 +239,8 @@ def test_pipeline_steps_keep_a_bigquery_table_in_the_warehouse(
     from trainer.ingest_bigquery import BIGQUERY_ENDPOINT_ENV
 
     contract_server.load("bigquery_validate")
-    table = json.loads((CONTRACTS / "bigquery_validate.json").read_text())["interactions"][0]["response"]
-    fixed = json.loads(
-        json.dumps(table)
-        .replace("${project}", "taxi-project")
-        .replace("${dataset}", "course")
-        .replace("${table}", "taxi_train")
-    )
-    contract_server.add("GET", TABLE_PATH.format("taxi_train"), {**fixed, "numRows": "1201"})  # both splits' rows
+    both_splits = {**_recorded_table(0, "taxi_train"), "numRows": "1201"}  # the one table holds both splits' rows
+    contract_server.add("GET", TABLE_PATH.format("taxi_train"), both_splits)
     monkeypatch.setenv(BIGQUERY_ENDPOINT_ENV, contract_server.url)
     monkeypatch.chdir(tmp_path)
 
