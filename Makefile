@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TAXIFARE := $(VENV)/bin/taxifare
 PYTEST := $(PY) -m pytest
 
-.PHONY: install doctor lint format run test test-e2e test-reliability test-containers audit bench bench-model bench-serve \
+.PHONY: install system-packages doctor lint format run test test-e2e test-reliability test-containers audit bench bench-model bench-serve \
         compile tensorboard serve image push submit kind-up kind-down clean lock
 
 install: $(STAMP)
@@ -18,13 +18,21 @@ install: $(STAMP)
 # Bytecode is compiled here, once: PYTHONDONTWRITEBYTECODE=1 is set on these machines (and in many
 # images), so Python never caches it itself and every process would compile TensorFlow again
 # (`import tensorflow` ~16 s instead of ~6 s). `make doctor` checks that it is there and current.
+# Quiet: a few lines of progress, not one per package (uv's own errors still reach stderr).
 $(STAMP): requirements.lock pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	test -x $(UV) || $(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
-	$(UV) pip sync --compile-bytecode --python $(PY) requirements.lock
-	$(UV) pip install --compile-bytecode --python $(PY) --no-deps -e .
-	$(PY) -m compileall -q -j 0 trainer components pipelines
-	touch $(STAMP)
+	@echo "install: $(VENV) from requirements.lock (first time ~1 min)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(UV) || $(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	@$(UV) pip sync -q --compile-bytecode --python $(PY) requirements.lock
+	@$(UV) pip install -q --compile-bytecode --python $(PY) --no-deps -e .
+	@$(PY) -m compileall -q -j 0 trainer components pipelines
+	@touch $(STAMP)
+	@echo "install: done"
+
+# The Debian packages the tests need (chromium, chromium-driver, shellcheck, nodejs): installed when
+# missing, or one line naming them where nothing can be installed. The one list is in the script.
+system-packages:
+	@.ci/system-packages.sh
 
 # Is the venv's bytecode compiled and current (tensorflow, kfp, aiplatform, …)? Exit 1 if not.
 doctor: install
@@ -43,16 +51,16 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 run: install
-	$(TAXIFARE) run --local $(ARGS)
+	@$(TAXIFARE) run --local $(ARGS)
 
 # The loop's suite (what the README's `make test` runs): everything but the long end-to-end runs,
 # the load and fault-injection suites, the container build and the network audit.
-test: install
+test: install system-packages
 	$(PYTEST) -m "not slow and not reliability and not containers and not network" $(ARGS)
 
 # The long suites CI runs after `make test`: whole pipelines, sweeps, real browsers on real runs,
 # fault injection and load.
-test-e2e: install
+test-e2e: install system-packages
 	$(PYTEST) -m "(slow or reliability) and not containers and not network" $(ARGS)
 
 test-reliability: install

@@ -181,6 +181,21 @@ def validate(source, values: Mapping[str, Any], *, strict: bool = False) -> dict
     return {name: getattr(checked, name) for name in given}
 
 
+def effective(source, given: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Every parameter a run gets: the ``given`` values over the pipeline's declared defaults, in
+    declaration order, and the names left at their default (what a run page marks as such)."""
+    values: dict[str, Any] = {}
+    defaults: list[str] = []
+    for name, (_kind, default) in parameters_of(source).items():
+        if name in given:
+            values[name] = given[name]
+        elif default is not ...:
+            values[name] = default
+            defaults.append(name)
+    values.update({name: value for name, value in given.items() if name not in values})
+    return values, defaults
+
+
 # -- grids of values (sweeps) ----------------------------------------------------------------------
 @dataclass
 class Grid:

@@ -17,7 +17,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CONTAINER = REPO / "container"
-SCRIPTS = [CONTAINER / name for name in ("kind-up.sh", "kind-down.sh", "build.sh", "entrypoint.sh")]
+SCRIPTS = [CONTAINER / name for name in ("kind-up.sh", "kind-down.sh", "build.sh", "entrypoint.sh")] + [
+    REPO / ".ci" / "run",
+    REPO / ".ci" / "system-packages.sh",
+]
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
@@ -25,8 +28,7 @@ def test_scripts_parse_and_pass_shellcheck(script):
     shell = "sh" if script.name == "entrypoint.sh" else "bash"
     subprocess.run([shell, "-n", str(script)], check=True)
     assert os.access(script, os.X_OK), f"{script} is not executable"
-    if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    assert shutil.which("shellcheck"), "shellcheck is missing: make test installs it (.ci/system-packages.sh)"
     result = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 

@@ -16,6 +16,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from pipelines import params as pipeline_params
 from pipelines.local import page, run_record
 from pipelines.local.run import RunError, graph_steps, run_local
 from pipelines.taxifare import taxifare
@@ -26,6 +27,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SMALL = {"train_steps": 20, "smoke_steps": 2, "source": "synthetic://?rows=2000&layout=lab&seed=1"}
 MISSING = {**SMALL, "source": "/no/such/trips.csv"}
+SETTINGS = ("bucket", "project", "region", "prefix")  # run_local gives these from the project's settings
 SCREENSHOT = Path(tempfile.gettempdir()) / "taxifare-run-page.png"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,28 +104,19 @@ def run_folder_of(result, workdir: Path, artifacts_dir: Path) -> Path:
     return getattr(result, "run_folder", None) or workdir / "runs" / artifacts_dir.name
 
 
-def failed_run(workdir: Path) -> tuple[Path, dict]:
-    """A real run that fails in ingest (the source does not exist), and its page written from what
-    the failure left: the error, the step log's records, the task's log in the run folder."""
+def failed_run(workdir: Path, params: dict = MISSING) -> tuple[Path, dict]:
+    """A real run that fails in ingest (the source does not exist), and the page run_local wrote from
+    what the failure left: the error, the step log's records, the task's log in the run folder."""
     pipeline_root = workdir / "pipeline_root"
     pipeline_root.mkdir(parents=True, exist_ok=True)
     before = set(pipeline_root.iterdir())
     with pytest.raises(RunError, match="step ingest failed") as caught:
-        run_local(workdir=workdir, params=MISSING)
+        run_local(workdir=workdir, params=params)
     artifacts_dir = new_run_dir(pipeline_root, before)
     run_folder = run_folder_of(caught.value, workdir, artifacts_dir)
-    records = [json.loads(line) for line in (workdir / "steps.jsonl").read_text().splitlines()]
-    record = run_record.record_from_failure(
-        dag=graph_steps(taxifare),
-        params=MISSING,
-        step=getattr(caught.value, "step", None),
-        error=str(caught.value),
-        log_tail=getattr(caught.value, "log_tail", ""),
-        artifacts_dir=artifacts_dir,
-        step_records=records,
-    )
-    page.write_run_page(run_folder, record)
-    return run_folder, json.loads((run_folder / "run.json").read_text())
+    record = json.loads((run_folder / "run.json").read_text())
+    assert record["artifacts_dir"] == str(artifacts_dir)
+    return run_folder, record
 
 
 # -- a failed run (fast: the run stops in its first step) -----------------------------------------
@@ -151,6 +144,37 @@ def test_failed_run_page_shows_the_failed_step_its_error_and_log(browser, failed
     browser.find_element(By.CSS_SELECTOR, "#step-ingest a.log").click()
     assert browser.current_url.endswith("/logs/ingest.log")
     assert "/no/such/trips.csv" in browser.find_element(By.TAG_NAME, "body").text
+
+
+def test_the_page_lists_every_parameter_the_run_got_defaults_marked(browser, tmp_path):
+    declared = pipeline_params.parameters_of(taxifare)
+    run_dir, record = failed_run(tmp_path, {**MISSING, "train_steps": 7})
+    assert set(record["params"]) == set(declared)
+    assert record["params"]["train_steps"] == 7 and "train_steps" not in record["defaults"]
+    assert record["params"]["hidden_units"] == declared["hidden_units"][1] and "hidden_units" in record["defaults"]
+    assert set(record["defaults"]) == {n for n in declared if n not in {*MISSING, "train_steps", *SETTINGS}}
+
+    load(browser, (run_dir / "index.html").as_uri())
+    shown = {
+        row.find_element(By.CSS_SELECTOR, "td:first-child").text: (
+            row.find_element(By.CSS_SELECTOR, "td:nth-child(2)").text,
+            row.find_element(By.CSS_SELECTOR, "td:nth-child(3)").text,
+        )
+        for row in browser.find_elements(By.CSS_SELECTOR, "#params tr")
+    }
+    assert set(shown) == set(declared)
+    assert shown["train_steps"] == ("7", "given")
+    assert shown["hidden_units"] == (declared["hidden_units"][1], "default")
+    assert {name for name, (_, how) in shown.items() if how == "default"} == set(record["defaults"])
+
+    # The index compares runs on every parameter: a default that differs from a given value is marked.
+    run_dir_2, _ = failed_run(tmp_path, {**MISSING, "hidden_units": "16 8"})
+    load(browser, page.write_index(tmp_path / "runs").as_uri())
+    compare = browser.find_element(By.ID, "compare")
+    differs = {tr.find_element(By.TAG_NAME, "td").text for tr in compare.find_elements(By.CSS_SELECTOR, "tr.differs")}
+    assert {"train_steps", "hidden_units"} <= differs and "learning_rate" not in differs
+    first_row = browser.find_element(By.CSS_SELECTOR, f'table.runs tr[data-run="{run_dir_2.name}"]')
+    assert "hidden_units=16 8" in first_row.text and "at their default" in first_row.text
 
 
 def test_what_a_run_reports_is_shown_as_text_never_run_as_markup(browser, tmp_path):
@@ -225,7 +249,7 @@ def runs(tmp_path_factory):
         summary = run_local(workdir=workdir, params=SMALL)
         assert summary.run_dir == new_run_dir(pipeline_root, before)
         run_folder = run_folder_of(summary, workdir, summary.run_dir)
-        record = run_record.record_from_summary(summary, SMALL)
+        record = run_record.record_from_summary(summary)
         path = page.write_run_page(run_folder, record)
         made[name] = (summary, json.loads((run_folder / "run.json").read_text()), path)
     return workdir, made

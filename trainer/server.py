@@ -49,9 +49,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer.server_app import MODEL_NAME, MODES, PredictionApp
-
 log = logging.getLogger(__name__)
+
+# The serving app (and with it TensorFlow) is imported only where a server runs: a process that
+# starts, finds or stops one (a local run's parent, the deploy step) never loads TensorFlow.
+MODEL_NAME = "taxifare"
+MODES = ("batch", "inline", "naive")
 
 DEFAULT_PORT = 8080
 DEFAULT_HEALTH_ROUTE = "/health"
@@ -101,6 +104,8 @@ def serve(
 ) -> int:
     """Run the server in this process until SIGINT/SIGTERM. Returns the exit code."""
     import uvicorn
+
+    from trainer.server_app import PredictionApp
 
     exit_code = 0
     server: uvicorn.Server | None = None

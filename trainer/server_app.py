@@ -15,18 +15,16 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from trainer.predictor import InstanceError, Predictor
+from trainer.server import MODEL_NAME, MODES
 from trainer.server_backends import Batcher, KerasPredict
 from trainer.server_requests import RequestError, parse_request, read_body
 
 if TYPE_CHECKING:
-    # The routes are the serving contract, defined with the process entry points in
-    # trainer.server, which imports this module.
+    # The routes are the serving contract, defined with the process entry points in trainer.server.
     from trainer.server import Routes
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = "taxifare"
-MODES = ("batch", "inline", "naive")
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 

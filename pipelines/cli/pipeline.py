@@ -65,6 +65,8 @@ def run_command(
     if not verbose:  # the run's own progress is the step lines; details are in the logs
         logging.getLogger().setLevel(logging.WARNING)
     lines = StepLines(console)
+    if not verbose:
+        console.print(f"local run of the taxifare pipeline started (work dir {workdir}; -v shows every task's output)")
     try:
         with lines.shown():
             summary = run_local(

@@ -95,6 +95,19 @@ def _kv_table(items: dict, base: Path | None = None) -> str:
     return f'<table class="kv">{"".join(rows)}</table>'
 
 
+def _params_table(record: dict) -> str:
+    """Every parameter of the run, those left at the pipeline's default marked as such."""
+    params, defaults = record.get("params") or {}, set(record.get("defaults") or ())
+    if not params:
+        return '<p class="muted small">none</p>'
+    rows = [
+        f'<tr class="{"default" if key in defaults else "given"}"><td>{_e(key)}</td><td>{_e(_fmt(value))}</td>'
+        f'<td class="muted small">{"default" if key in defaults else "given"}</td></tr>'
+        for key, value in params.items()
+    ]
+    return f'<table class="kv params">{"".join(rows)}</table>'
+
+
 def render_dag(steps: Sequence[dict], link_prefix: str = "#step-") -> str:
     """The steps as an inline SVG graph, top to bottom in layers (a step below everything it runs after)."""
     names = [s["name"] for s in steps]
@@ -319,9 +332,7 @@ def render_run_page(run_folder: Path, record: dict) -> str:
             )
             + "</section>"
         )
-    right.append(
-        f'<section class="card" id="params"><h2>input parameters</h2>{_kv_table(record.get("params") or {})}</section>'
-    )
+    right.append(f'<section class="card" id="params"><h2>input parameters</h2>{_params_table(record)}</section>')
     outputs = dict(record.get("outputs") or {})
     endpoint = record.get("endpoint") or {}
     if endpoint.get("url"):
@@ -350,7 +361,11 @@ def render_index(records: Sequence[dict]) -> str:
     for i, record in enumerate(records):
         run = record.get("run") or record.get("_dir")
         folder = record.get("_dir") or run
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted((record.get("params") or {}).items()))
+        defaults = set(record.get("defaults") or ())
+        given = {k: v for k, v in (record.get("params") or {}).items() if k not in defaults}
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(given.items()))
+        if defaults:
+            params += f" (and {len(defaults)} at their default)"
         failed = (record.get("failure") or {}).get("step")
         status = record.get("status", "?") + (f" ({failed})" if failed else "")
         rmse = record.get("rmse")

@@ -33,6 +33,7 @@ code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-s
 pre{background:var(--bg);border:1px solid #eee;border-radius:6px;padding:8px 10px;overflow:auto;max-height:420px;white-space:pre-wrap;word-break:break-all}
 .kv td:first-child{color:#5f6368;white-space:nowrap;width:1%}
 .kv td{word-break:break-all}
+.kv.params tr.default td:nth-child(2){color:#80868b}
 .failure{border-color:var(--fail);background:#fce8e6}
 .failure h2{color:var(--fail)}
 .step{scroll-margin-top:12px}

@@ -72,7 +72,8 @@ class RunSummary:
     outputs: dict = field(default_factory=dict)  # the pipeline's returned values by name
     run_folder: Path | None = None  # this run's logs/, summary.json and page (index.html)
     dag: list = field(default_factory=list)  # [(step, [steps it runs after])] in run order
-    params: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)  # every parameter the run got, defaults included
+    defaults: list = field(default_factory=list)  # the names of those left at the pipeline's default
 
     def as_dict(self) -> dict:
         return {
@@ -95,6 +96,7 @@ class RunSummary:
             "outputs": self.outputs,
             "run_folder": str(self.run_folder) if self.run_folder else None,
             "params": self.params,
+            "defaults": self.defaults,
         }
 
 
@@ -118,6 +120,7 @@ def run_local(
     """
     from kfp import local
 
+    from pipelines import params as pipeline_params
     from pipelines.local import console, page, run_record
 
     if pipeline is None:
@@ -135,6 +138,7 @@ def run_local(
     for name in ("source", "valid_source"):
         if params.get(name):
             parse_source(params[name])
+    effective, defaults = pipeline_params.effective(pipeline, params)
     pipeline_root = workdir / "pipeline_root"
     step_log = workdir / "steps.jsonl"
     run_folder = _new_run_folder(workdir / "runs")
@@ -182,7 +186,8 @@ def run_local(
             log_path = run_folder / "logs" / console.log_name(task) if task else None
             new_dirs = sorted(set(pipeline_root.iterdir()) - before)
             record = run_record.record_from_failure(
-                params=params,
+                params=effective,
+                defaults=defaults,
                 step=step,
                 error=message,
                 log_tail=logs.tail(task) if task else [],
@@ -217,9 +222,9 @@ def run_local(
         )
         summary.facts = {r["step"]: r.get("facts", {}) for r in _read_step_log(step_log)}
         summary.outputs = outputs
-        summary.run_folder, summary.params, summary.dag = run_folder, params, dag
+        summary.run_folder, summary.params, summary.defaults, summary.dag = run_folder, effective, defaults, dag
         (run_folder / "summary.json").write_text(json.dumps(summary.as_dict(), indent=2, default=str))
-        record = run_record.record_from_summary(summary, params, pipeline=pipeline_name, dag=dag, started=started)
+        record = run_record.record_from_summary(summary, pipeline=pipeline_name, dag=dag, started=started)
         page.write_run_page(run_folder, record)
         return summary
     finally:

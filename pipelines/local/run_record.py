@@ -25,7 +25,8 @@ from pathlib import Path
 #     "status": "succeeded" | "failed",
 #     "started": 1796179400.1,                        # epoch seconds
 #     "wall_s": 68.5,
-#     "params": {"train_steps": 20, ...},             # the pipeline's input parameters
+#     "params": {"train_steps": 20, ...},             # every input parameter the run got, defaults included
+#     "defaults": ["hidden_units", ...],              # the names of those left at the pipeline's default
 #     "outputs": {"Output": 9.69},                    # the pipeline's returned values
 #     "rmse": 9.69 | None,                            # the endpoint's RMSE on the validation sample
 #     "endpoint": {"url": "http://127.0.0.1:…/predict", "kept": False} | None,
@@ -67,9 +68,10 @@ def record_from_summary(
     pipeline: str = "taxifare",
     dag: Sequence[tuple[str, Sequence[str]]] | None = None,
     started: float | None = None,
+    defaults: Sequence[str] | None = None,
 ) -> dict:
     """The record of a finished run from run_local's RunSummary and the parameters it ran with
-    (default: ``summary.params`` when it has them).
+    (default: ``summary.params`` when it has them, and ``summary.defaults``: those at their default).
 
     `dag` is ``[(step, [steps it runs after]), …]`` (default: ``summary.dag``, the run's own graph).
     Output parameters and artifacts come from ``summary.run_dir`` (kfp.local's folder of the run).
@@ -78,6 +80,8 @@ def record_from_summary(
     artifacts_dir = Path(summary.run_dir) if summary.run_dir else None
     if params is None:
         params = getattr(summary, "params", None) or {}
+    if defaults is None:
+        defaults = getattr(summary, "defaults", None) or []
     steps = []
     for name, after in dag:
         timing = summary.steps.get(name)
@@ -105,6 +109,7 @@ def record_from_summary(
         "started": started,
         "wall_s": round(summary.wall_s, 3),
         "params": dict(params),
+        "defaults": sorted(defaults),
         "outputs": dict(summary.outputs or {}),
         "rmse": rmse if finite(rmse) and rmse >= 0 else None,
         "endpoint": {"url": summary.endpoint_url, "kept": bool(summary.endpoint_kept)}
@@ -119,6 +124,7 @@ def record_from_summary(
 def record_from_failure(
     *,
     params: dict,
+    defaults: Sequence[str] = (),
     step: str | None,
     error: str,
     log_tail: str | Sequence[str] = "",
@@ -181,6 +187,7 @@ def record_from_failure(
         "started": started,
         "wall_s": _round(wall_s),
         "params": dict(params),
+        "defaults": sorted(defaults),
         "outputs": {},
         "rmse": None,
         "endpoint": None,
