@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
+import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +44,44 @@ def step_log(name: str) -> Iterator[dict]:
         raise
     ended = time.time()
     _record({"step": name, "seconds": round(ended - started, 3), **times, "end": ended, "facts": facts})
+    _exit_promptly_after_success()
+
+
+# The module a task process runs (`python -m kfp.dsl.executor_main`, locally and in the image).
+_EXECUTOR_MAIN = "kfp.dsl.executor_main"
+_exit_registered = False
+
+
+def _exit_promptly_after_success() -> None:
+    """A task process that loaded TensorFlow spends 1.5–2.5 s shutting down (its thread pools and
+    module teardown) after kfp's executor has written the task's outputs: a step that succeeded
+    leaves at once instead, once the executor is done (flush, then ``os._exit(0)``). An uncaught
+    exception after the step (the executor failing to write its outputs) still ends the process the
+    normal way: traceback and exit status 1. Only in a task process, never in one that imported a
+    step's code for another purpose (tests, the CLI)."""
+    global _exit_registered
+    main = sys.modules.get("__main__")
+    if getattr(getattr(main, "__spec__", None), "name", None) != _EXECUTOR_MAIN or _exit_registered:
+        return
+    _exit_registered = True
+    failed = False
+    previous_hook = sys.excepthook
+
+    def hook(*exc_info) -> None:
+        nonlocal failed
+        failed = True
+        previous_hook(*exc_info)
+
+    def leave() -> None:
+        if failed:
+            return
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    sys.excepthook = hook
+    atexit.register(leave)  # atexit runs last-registered first: before TensorFlow's own handlers
 
 
 def local_path(artifact, workdir: str | os.PathLike) -> Path:

@@ -15,8 +15,10 @@ def export(
     exported_model: Output[Model],
 ):
     """Copies the SavedModel to gs://BUCKET/PREFIX/models/<version>/ with its metadata (signature,
-    input layout, metrics, data checksums, code version), reloads it from there and checks a
-    prediction. The output Model's URI is that versioned location."""
+    input layout, metrics, data checksums, code version) and proves the published copy works: byte
+    for byte the model the train step loaded and had predict the test instance (its check_fare), or,
+    for a model without that check, reloaded from the bucket and asked for a prediction. The output
+    Model's URI is that versioned location."""
     import tempfile
 
     from components.artifacts import local_path, step_log
@@ -28,6 +30,7 @@ def export(
             bucket=bucket,
             prefix=prefix,
             data_checksums={"train": train_data.metadata.get("crc32c", "")} if train_data.metadata else {},
+            checked_fare=(trained_model.metadata or {}).get("check_fare"),
         )
         exported_model.uri = result.uri
         exported_model.metadata.update(result.metadata)

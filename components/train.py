@@ -45,7 +45,7 @@ def train(
     from pathlib import Path
 
     from components.artifacts import local_path, step_log, write_metrics_file, write_text
-    from trainer import report, schema, task
+    from trainer import export, predictor, report, schema, task
 
     hyper = {
         "train_steps": train_steps,
@@ -85,7 +85,11 @@ def train(
                 raise RuntimeError(f"trainer exited with code {code} (arguments: {' '.join(argv)})")
         results = json.loads((output_dir / "eval_metrics.json").read_text())
         layout = schema.get_layout(results["layout"])
-        write_text(evaluation, report.evaluation_page(output_dir, valid_path, layout, results))
+        # The export this step hands on, loaded and asked for the test instance's fare: export
+        # then checks that the published copy is these bytes (trainer.export.export_model).
+        trained = predictor.Predictor.load(output_dir)
+        check_fare = export.check_predicts(trained, str(output_dir))
+        write_text(evaluation, report.evaluation_page(trained, valid_path, layout, results))
 
         for name in ("rmse", "mae"):
             metrics.log_metric(name, float(results[name]))
@@ -100,6 +104,7 @@ def train(
                 "mae": float(results["mae"]),
                 "train_steps": train_steps,
                 "tensorboard": tensorboard_dir,
+                "check_fare": check_fare,
             }
         )
         facts.update(

@@ -26,9 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from trainer import savedmodel, schema
+from trainer import schema
 
 log = logging.getLogger(__name__)
+
+# The model's own metadata (layout, fields, metrics …), written by trainer.savedmodel beside the
+# SavedModel under assets.extra/. Defined here, with its reader, so that finding and describing a
+# model never imports TensorFlow.
+METADATA_FILE = "taxifare.json"
 
 SIGNATURE_NAME = "serving_default"
 OUTPUT_KEY = "fare_amount"
@@ -95,7 +100,7 @@ def find_saved_model(model_dir: str | Path) -> Path:
 
 def read_model_metadata(saved_model_dir: str | Path) -> dict[str, Any]:
     """The export's ``assets.extra/taxifare.json`` ({} when absent)."""
-    path = Path(saved_model_dir) / "assets.extra" / savedmodel.METADATA_FILE
+    path = Path(saved_model_dir) / "assets.extra" / METADATA_FILE
     if not path.is_file():
         return {}
     try:

@@ -109,14 +109,14 @@ def evaluation_html(
 """
 
 
-def evaluation_page(output_dir: Path, valid_path: Path, layout, results: dict) -> str:
-    """The HTML evaluation of a trained model on up to 5000 validation rows: predicted vs actual, error by distance."""
+def evaluation_page(trained, valid_path: Path, layout, results: dict) -> str:
+    """The HTML evaluation of a trained model (a loaded trainer.predictor.Predictor) on up to 5000
+    validation rows: predicted vs actual, error by distance."""
     import numpy as np
 
-    from trainer import client, predictor
+    from trainer import client
 
     sample = client.sample_validation_rows(valid_path, layout, size=5000)
-    trained = predictor.Predictor.load(output_dir)
     fares = np.asarray(trained.predict(sample.instances), dtype=np.float64)
     actual = np.asarray(sample.labels, dtype=np.float64)
     distance = haversine_km(

@@ -10,9 +10,8 @@ import keras
 import tensorflow as tf
 
 from trainer import schema
+from trainer.predictor import METADATA_FILE
 from trainer.schema import Layout
-
-METADATA_FILE = "taxifare.json"
 
 
 def serving_signature(layout: Layout) -> dict[str, tf.TensorSpec]:
