@@ -143,3 +143,22 @@ def test_feature_switches_reach_the_model(lab_csvs, tmp_path):
         )
         == 2
     )
+
+
+def test_an_eager_run_takes_the_same_steps_as_a_compiled_one(lab_csvs, tmp_path):
+    """validate's smoke run trains eagerly (--eager): the same losses and metrics as the compiled step."""
+    from trainer import predictor
+
+    train, valid = lab_csvs
+    results = {}
+    for name, extra in (("compiled", []), ("eager", ["--eager"])):
+        out = tmp_path / name
+        argv = task.command_line(str(train), str(valid), str(out), {"train_steps": 10, "batch_size": 64})
+        assert task.main([*argv, "--eval_steps", "1", *extra]) == 0
+        results[name] = json.loads((out / "eval_metrics.json").read_text())
+        assert predictor.Predictor.load(out).predict(
+            [{"pickuplon": -73.9, "pickuplat": 40.77, "dropofflon": -73.98, "dropofflat": 40.73, "passengers": 2}]
+        )
+    assert results["eager"]["steps"] == results["compiled"]["steps"] == 10
+    assert results["eager"]["rmse"] == pytest.approx(results["compiled"]["rmse"], rel=1e-4)
+    assert results["eager"]["mae"] == pytest.approx(results["compiled"]["mae"], rel=1e-4)

@@ -52,6 +52,9 @@ TrainConfig = make_dataclass(
         ("l2", float, field(default=0.0)),
         ("clip_quantile", float, field(default=0.001)),
         ("loss", str, field(default=DEFAULT_LOSS)),
+        # Run the training step eagerly instead of compiling it into a graph: for a run of a few
+        # steps (validate's smoke run) compiling costs more than the steps; the export is traced as always.
+        ("eager", bool, field(default=False)),
     ],
 )
 
@@ -82,6 +85,7 @@ def build_model(
     clip_quantile: float = 0.001,
     loss: str = DEFAULT_LOSS,
     towers: int = _HP["towers"],
+    eager: bool = False,
 ) -> keras.Model:
     """The Keras model: raw fields → features → normalise → embeddings + DNN → fare.
 
@@ -131,6 +135,7 @@ def build_model(
         optimizer=keras.optimizers.Adam(schedule),
         loss=TowerLoss(delta),
         metrics=[EnsembleRMSE(name="rmse")],
+        run_eagerly=eager,
     )
     return model
 
@@ -287,6 +292,7 @@ def run(config: TrainConfig) -> dict:
             clip_quantile=config.clip_quantile,
             loss=config.loss,
             towers=config.towers,
+            eager=config.eager,
         )
 
     cache = config.cache if config.cache is not None else train_scan.rows <= CACHE_MAX_ROWS

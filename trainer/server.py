@@ -35,6 +35,7 @@ batch and naive back ends ``trainer.server_backends``.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -138,6 +139,50 @@ def serve(
     return exit_code
 
 
+# -- a server started before its model is known (standby) ------------------------------------
+STANDBY_READY = "ready"  # written by the standby once everything a server needs is imported
+STANDBY_REQUEST = "request.json"  # {model_dir, host, port, port_file, mode}: what to serve
+STANDBY_IDLE_S = 1800.0  # a standby nobody hands a model to gives up after this
+
+
+def standby(folder: str | Path, owner: int, idle_s: float = STANDBY_IDLE_S) -> int:
+    """Import what a server needs (TensorFlow, the app, uvicorn) before the model is known, then wait
+    for FOLDER/request.json and serve it exactly as :func:`serve`. A deploy that finds a standby
+    hands it the model instead of starting a process and waiting for its imports. The standby gives
+    up (exit 0) when its `owner` (the pid of the process that started it) is no longer its parent,
+    or after `idle_s` without a request."""
+    import tensorflow  # noqa: F401 — the point of a standby: imported before the model is known
+    import uvicorn  # noqa: F401
+
+    from trainer import server_app  # noqa: F401
+
+    folder = Path(folder)
+    (folder / STANDBY_READY).write_text(str(os.getpid()))
+    log.info("standby: ready for a model (%s)", folder / STANDBY_REQUEST)
+    deadline = time.monotonic() + idle_s
+    request_path = folder / STANDBY_REQUEST
+    while not request_path.exists():
+        if os.getppid() != owner or time.monotonic() > deadline:
+            log.info("standby: no model handed over; leaving")
+            return 0
+        time.sleep(0.02)
+    request = json.loads(request_path.read_text())
+    return serve(
+        request["model_dir"],
+        host=request["host"],
+        port=request["port"],
+        mode=request["mode"],
+        port_file=request["port_file"],
+    )
+
+
+def _hand_over(folder: Path, request: dict) -> None:
+    """Give a standby its model (written whole, then renamed: it never reads half a request)."""
+    tmp = folder / f"{STANDBY_REQUEST}.tmp"
+    tmp.write_text(json.dumps(request))
+    tmp.replace(folder / STANDBY_REQUEST)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.server", description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -155,8 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port-file", help="write the bound port to this file once listening")
     parser.add_argument("--mode", choices=MODES, default="batch")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--standby", metavar="FOLDER", help="import everything, then serve what FOLDER/request.json names"
+    )
+    parser.add_argument(
+        "--owner", type=int, default=0, help="with --standby: leave when this pid is no longer the parent"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.standby:
+        return standby(args.standby, args.owner or os.getppid())
     if not args.model_dir:
         parser.error("--model-dir is required when AIP_STORAGE_URI is not set")
     return serve(args.model_dir, host=args.host, port=args.port, mode=args.mode, port_file=args.port_file)
@@ -224,18 +277,27 @@ def start_server(
     log_path: str | Path | None = None,
     timeout_s: float = 120.0,
     detach: bool = False,
+    standby: StandbyProcess | None = None,
 ) -> ServerProcess:
     """Start ``python -m trainer.server`` and wait until its health route answers 200.
 
     ``port=0`` picks a free port (the server reports the one it bound). ``env`` adds
     environment variables (e.g. ``STORAGE_EMULATOR_HOST`` or ``AIP_*``). ``detach`` puts the
     server in a session of its own so it outlives the calling process (stop it by pid).
+    ``standby``: a server process already started (:func:`start_standby`, same environment) is
+    handed the model instead; its log is the server's.
     """
     run_dir = Path(tempfile.mkdtemp(prefix="taxifare-server-"))
     port_file = run_dir / "port"
+    if standby is not None:
+        log_path = standby.log_path
     log_path = Path(log_path) if log_path else run_dir / "server.log"
     full_env = {**os.environ, **(env or {})}
     routes = Routes.from_env(full_env)
+    if standby is not None:
+        request = {"model_dir": str(model_uri), "host": host, "port": port, "port_file": str(port_file), "mode": mode}
+        _hand_over(Path(standby.folder), request)
+        return _wait_healthy(None, standby.pid, host, port_file, routes, log_path, timeout_s)
     command = [
         sys.executable,
         "-m",
@@ -260,15 +322,40 @@ def start_server(
             env=full_env,
             start_new_session=detach,
         )
+    return _wait_healthy(process, process.pid, host, port_file, routes, log_path, timeout_s)
+
+
+def _exit_code(process: subprocess.Popen | None, pid: int) -> int | None:
+    """The server's exit code once it has exited (-1 when it is not a child of this process)."""
+    if process is not None:
+        return process.poll()
+    import psutil
+
+    try:
+        return -1 if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE else None
+    except psutil.NoSuchProcess:
+        return -1
+
+
+def _wait_healthy(
+    process: subprocess.Popen | None,
+    pid: int,
+    host: str,
+    port_file: Path,
+    routes: Routes,
+    log_path: Path,
+    timeout_s: float,
+) -> ServerProcess:
     deadline = time.monotonic() + timeout_s
     url = None
     statuses: list[int] = []
     try:
         while time.monotonic() < deadline:
-            code = process.poll()
+            code = _exit_code(process, pid)
             if code is not None:
                 tail = log_path.read_text(errors="replace")[-3000:]
-                raise ServerStartError(f"prediction server exited with code {code}; log {log_path}:\n{tail}")
+                how = f" with code {code}" if code >= 0 else ""  # the code is known for a child only
+                raise ServerStartError(f"prediction server exited{how}; log {log_path}:\n{tail}")
             if url is None and port_file.is_file():
                 bound = int(port_file.read_text())
                 reach = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
@@ -277,13 +364,42 @@ def start_server(
             if status is not None:
                 statuses.append(status)
             if status == 200:
-                log.info("prediction server pid %d ready at %s", process.pid, url)
-                return ServerProcess(url, process.pid, host, bound, str(log_path), routes, process, statuses)
+                log.info("prediction server pid %d ready at %s", pid, url)
+                return ServerProcess(url, pid, host, bound, str(log_path), routes, process, statuses)
             time.sleep(0.05)
         raise ServerStartError(f"prediction server not healthy after {timeout_s:.0f} s; log {log_path}")
     except BaseException:
-        stop_server(process)
+        stop_server(process if process is not None else pid)
         raise
+
+
+@dataclass
+class StandbyProcess:
+    """A server process started ahead of its model (``python -m trainer.server --standby FOLDER``)."""
+
+    pid: int
+    folder: str
+    log_path: str
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+    def ready(self) -> bool:
+        return (Path(self.folder) / STANDBY_READY).exists()
+
+
+def start_standby(folder: str | Path, *, detach: bool = True) -> StandbyProcess:
+    """Start a standby server process in FOLDER (it writes its log there); returns at once."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    log_path = folder / "server.log"
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "trainer.server", "--standby", str(folder), "--owner", str(os.getpid())],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=detach,
+        )
+    return StandbyProcess(process.pid, str(folder), str(log_path), process)
 
 
 def stop_server(server: subprocess.Popen | int, timeout_s: float = 10.0) -> int | None:

@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="evaluate on this many batches of 4096 rows (default: the whole evaluation data)",
     )
+    p.add_argument(
+        "--eager",
+        action="store_true",
+        help="run the training step eagerly, not compiled (for a few steps, e.g. a smoke run, where compiling costs more)",
+    )
     p.add_argument("--job-dir", "--job_dir", dest="job_dir", default=None, help="accepted and ignored (gcloud)")
     return p
 
@@ -79,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.output_dir,
             layout=args.layout,
             eval_steps=args.eval_steps,
+            eager=args.eager,
             **{h.flag: getattr(args, h.flag) for h in hparams.HPARAMS},
         )
     except (data.MalformedRowError, data.DataError, schema.LayoutError) as exc:

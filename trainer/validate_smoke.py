@@ -56,6 +56,9 @@ def smoke_run(
         layout.name,
         "--eval_steps",
         "1",
+        # A few steps: compiling the training step into a graph would cost more than running them
+        # (the same steps, the same losses; the export is traced and reloaded as in training).
+        "--eager",
     ]
     code = task.main(argv)
     if code != 0:

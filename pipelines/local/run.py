@@ -155,6 +155,10 @@ def run_local(
         os.environ["TAXIFARE_STATE_DIR"] = str(workdir / "state")
         os.environ[STEP_LOG_ENV] = str(step_log)
         emulator.create_bucket(bucket)
+        dag = graph_steps(pipeline)
+        if any(name == "deploy" for name, _ in dag):
+            # The endpoint's process imports TensorFlow while the steps before deploy run.
+            local_endpoint.prestart()
         # kfp.local says, per task, that the UI display name means nothing locally; we know.
         warnings.filterwarnings("ignore", message=r".*have no effect in the current local runner")
         # and, per task, that the project image is not a Python image: the venv is that image's twin.
@@ -167,7 +171,6 @@ def run_local(
         )
         before = set(pipeline_root.iterdir())
         pipeline_started = time.time()
-        dag = graph_steps(pipeline)
         pipeline_name = pipeline.pipeline_spec.pipeline_info.name
         cache_hits: set[str] = set()
 
@@ -230,6 +233,7 @@ def run_local(
     finally:
         if not keep_endpoint:
             local_endpoint.stop(endpoint_name)
+        local_endpoint.stop_standby()
         emulator.stop()
         for key, value in saved_env.items():
             if value is None:

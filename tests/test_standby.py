@@ -1,0 +1,89 @@
+"""A server started before its model (trainer.server.standby, local_endpoint.prestart): the next
+deploy hands it the model instead of starting a process; one that nobody takes is stopped or leaves."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import requests
+
+from trainer import local_endpoint, schema, server
+
+
+@pytest.fixture
+def state_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("TAXIFARE_STATE_DIR", str(tmp_path / "state"))
+    yield tmp_path / "state"
+    local_endpoint.stop("standby-test")
+    local_endpoint.stop_standby()
+
+
+def _wait(condition, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def _gone(pid: int) -> bool:
+    return not local_endpoint._pid_alive(pid)
+
+
+@pytest.mark.slow
+def test_a_deploy_takes_the_standby_and_serves(state_dir, lab_model_dir):
+    standby = local_endpoint.prestart()
+    _wait(standby.ready)
+    endpoint = local_endpoint.deploy(str(lab_model_dir), "standby-test")
+    assert endpoint.pid == standby.pid and endpoint.log_path == standby.log_path
+    answer = requests.post(endpoint.predict_url, json={"instances": [schema.LAB_TEST_INSTANCE]}, timeout=30)
+    assert answer.status_code == 200 and answer.json()["predictions"][0]["fare_amount"] > 2.5
+    assert not (state_dir / "endpoints" / local_endpoint.STANDBY_FILE).exists()
+    assert local_endpoint.stop_standby() is False  # taken: nothing left to stop
+
+    # The next deploy (no standby) starts its own process, as before.
+    replaced = local_endpoint.deploy(str(lab_model_dir), "standby-test")
+    assert replaced.pid != standby.pid and _gone(standby.pid)
+
+
+def test_an_unused_standby_is_stopped(state_dir):
+    standby = local_endpoint.prestart()
+    assert local_endpoint.stop_standby() is True
+    assert _gone(standby.pid)
+    assert local_endpoint.stop_standby() is False
+
+
+@pytest.mark.slow
+def test_a_standby_for_another_serving_environment_is_not_used(state_dir, lab_model_dir, monkeypatch):
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:1")
+    standby = local_endpoint.prestart()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:2")
+    endpoint = local_endpoint.deploy(str(lab_model_dir), "standby-test")
+    assert endpoint.pid != standby.pid and _gone(standby.pid)
+
+
+@pytest.mark.slow
+def test_a_model_the_standby_cannot_load_fails_the_deploy_with_its_log(state_dir, tmp_path):
+    standby = local_endpoint.prestart()
+    with pytest.raises(
+        local_endpoint.EndpointStartError, match="(?s)prediction server exited; log .*cannot load model"
+    ):
+        local_endpoint.deploy(str(tmp_path / "no-model"), "standby-test", timeout_s=90)
+    _wait(lambda: _gone(standby.pid), 10)
+
+
+@pytest.mark.slow
+def test_a_standby_leaves_when_the_process_that_started_it_is_gone(tmp_path):
+    folder = tmp_path / "standby"
+    starter = (
+        "import sys\nfrom trainer import server\n"
+        f"print(server.start_standby({str(folder)!r}).pid, flush=True)\n"  # and exit at once
+    )
+    result = subprocess.run([sys.executable, "-c", starter], capture_output=True, text=True, timeout=60, check=True)
+    pid = int(result.stdout)
+    _wait(lambda: (folder / server.STANDBY_READY).exists() or _gone(pid))
+    _wait(lambda: _gone(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 10)
+    assert "no model handed over; leaving" in (folder / "server.log").read_text()
