@@ -100,5 +100,7 @@ def validate(
         facts.update(
             clean_rows=result.clean_rows, bad_rows=result.bad_rows, quarantine=quarantine.uri, report=report.uri
         )
+        if result.smoke is not None:
+            facts.update(smoke_s=result.smoke.seconds)
     outputs = namedtuple("ValidateOutputs", ["layout", "clean_rows", "bad_rows"])
     return outputs(result.layout, result.clean_rows, result.bad_rows)

@@ -88,6 +88,8 @@ def measure_run(workdir: Path, params: dict, out: Path | None) -> dict:
     figures.update(
         summary_wall_s=summary["wall_s"],
         steps={name: step["wall_s"] for name, step in summary["steps"].items()},
+        inside={name: {k: step.get(k) for k in ("startup_s", "in_step_s")} for name, step in summary["steps"].items()},
+        smoke_s=summary["facts"].get("validate", {}).get("smoke_s"),
         train_rmse=summary["facts"].get("train", {}).get("rmse"),
         predict_rmse=summary.get("predict_rmse"),
         run_dir=str(run_dir),
@@ -283,7 +285,22 @@ def report_details(p: dict) -> list[str]:
         lines.append(
             f"| the CLI around it (start, emulator, stop) | {number(run['wall_s'] - run['summary_wall_s'], 1)} |"
         )
-        lines += [f"| step {name} | {number(wall, 1)} |" for name, wall in run["steps"].items()]
+        inside = run.get("inside", {})
+        for name, wall in run["steps"].items():
+            parts = inside.get(name) or {}
+            startup, body = parts.get("startup_s"), parts.get("in_step_s")
+            detail = ""
+            if startup is not None and body is not None:
+                rest = wall - startup - body
+                detail = (
+                    f" (process start and imports {number(startup, 1)}, the step's own code {number(body, 1)}, "
+                    f"orchestration and exit {number(rest, 1)})"
+                )
+            lines.append(f"| step {name}{detail} | {number(wall, 1)} |")
+        if run.get("smoke_s") is not None:
+            lines.append(
+                f"| of validate: the smoke run (train, export, reload, predict) | {number(run['smoke_s'], 1)} |"
+            )
         if trainer and trainer["exit_code"] == 0:
             lines.append(f"| standalone trainer, wall | {number(trainer['wall_s'], 1)} |")
             lines.append(f"| its `fit` (eval_metrics.json train_seconds) | {number(trainer.get('fit_s'), 1)} |")

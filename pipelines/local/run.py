@@ -51,6 +51,7 @@ class StepTiming:
     wall_s: float | None = None
     in_step_s: float | None = None
     cached: bool = False
+    startup_s: float | None = None  # the task process's start to the step's own code: Python and imports
 
     @property
     def overhead_s(self) -> float | None:
@@ -88,6 +89,7 @@ class RunSummary:
                     "wall_s": t.wall_s,
                     "in_step_s": t.in_step_s,
                     "overhead_s": t.overhead_s,
+                    "startup_s": t.startup_s,
                     "cached": t.cached,
                 }
                 for name, t in self.steps.items()
@@ -288,7 +290,13 @@ def step_timings(
             if name in cache_hits:
                 timings[name] = StepTiming(name, cached=True)
             continue
-        timings[name] = StepTiming(name, wall_s=round(record["end"] - previous_end, 3), in_step_s=record["seconds"])
+        startup = record["start"] - record["process_start"] if "process_start" in record else None
+        timings[name] = StepTiming(
+            name,
+            wall_s=round(record["end"] - previous_end, 3),
+            in_step_s=record["seconds"],
+            startup_s=round(startup, 3) if startup is not None else None,
+        )
         previous_end = record["end"]
     return timings
 
