@@ -16,7 +16,7 @@ err_console = Console(stderr=True)
 
 
 def _fail(message: str) -> None:
-    err_console.print("error:", message, style="red", markup=False, highlight=False)
+    err_console.print("error:", message, style="red", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -44,21 +44,37 @@ def run_command(
     keep_endpoint: bool = typer.Option(False, "--keep-endpoint", help="Leave the local endpoint running."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse the outputs of unchanged steps."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the run summary as JSON here."),
+    spec: Path | None = typer.Option(
+        None, "--spec", help="Run this compiled pipeline spec (YAML) instead of the taxifare pipeline's code."
+    ),
 ) -> None:
     """Run the whole pipeline locally: GCS emulator, kfp.local, a local endpoint. One line per step;
-    each task's full log goes to the run's folder (-v shows everything)."""
+    each task's full log goes to the run's folder (-v shows everything). With --spec, any compiled
+    spec of this project's pipelines runs the same way, its parameters checked against the spec's own."""
     from pipelines import params as pipeline_params
     from pipelines.local.console import StepLines
     from pipelines.local.emulator import EmulatorError
     from pipelines.local.run import RunError, run_local
-    from pipelines.taxifare import taxifare
 
     if not local:
         _fail("only --local runs here; use `taxifare submit --target vertex|kfp` for the cloud")
+    pipeline = None
     try:
-        params = pipeline_params.validate(taxifare, pipeline_params.parse_assignments(param))
-    except ValueError as exc:
+        if spec is None:
+            from pipelines.taxifare import taxifare as declared
+        else:
+            declared = pipeline_params.load_spec(spec)  # the spec's own parameters
+        params = pipeline_params.validate(declared, pipeline_params.parse_assignments(param))
+        if spec is not None:
+            from kfp import components
+
+            pipeline = components.load_component_from_file(str(spec))
+    except pipeline_params.ParameterError as exc:
         _fail(str(exc))
+    except FileNotFoundError:
+        _fail(f"--spec {spec}: no such file")
+    except (OSError, ValueError) as exc:  # a spec kfp cannot load
+        _fail(f"--spec {spec}: {exc}")
     if source is not None:
         params["source"] = source
     verbose = bool((ctx.obj or {}).get("verbose"))
@@ -72,6 +88,7 @@ def run_command(
                 params=params,
                 keep_endpoint=keep_endpoint,
                 enable_caching=cache,
+                pipeline=pipeline,
                 on_event=None if verbose else lines.event,
                 verbose=verbose,
             )
