@@ -33,6 +33,14 @@ def compile_command(
         except ValueError as exc:
             _fail(str(exc))
         console.print(f"compiled {name} → {path}")
+    from pipelines.cloud import image
+
+    try:  # what build/image.json says of the image the specs name
+        done = image.read()["images"].get(image.reference(), {})
+    except image.ImageError as exc:
+        _fail(str(exc))
+    state = ", ".join(event for event in image.EVENTS if event in done) or "not built yet: make image, make push"
+    console.print(f"image: {image.reference()} — {state} (a local run needs none)", highlight=False, soft_wrap=True)
 
 
 def run_command(
