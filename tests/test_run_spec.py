@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
+from components import fingerprint
 from pipelines.cli import app
 from pipelines.compile import compile_pipeline
 
@@ -56,3 +57,16 @@ def test_a_missing_or_foreign_spec_is_one_error_line(tmp_path):
     result, errors = _run(tmp_path / "work", "--spec", str(broken))
     assert result.exit_code == 2 and len(errors) == 1 and "not YAML" in errors[0], result.output
     assert not (tmp_path / "work").exists()
+
+
+def test_a_spec_compiled_from_other_code_is_named_step_by_step(specs, tmp_path):
+    """A bad bucket stops the run before anything starts; the note comes before it."""
+    stop = ["-p", "bucket=Bad_Bucket"]
+    result, errors = _run(tmp_path / "work", "--spec", str(specs["taxifare"]), *stop)
+    assert result.exit_code == 2 and "Bad_Bucket" in errors[0] and "note:" not in result.output
+    train = fingerprint.step_fingerprint("components.train")
+    other = tmp_path / "other.yaml"
+    other.write_text(specs["taxifare"].read_text().replace(train, "0123456789abcdef"))
+    result, errors = _run(tmp_path / "work", "--spec", str(other), *stop)
+    assert result.exit_code == 2 and "Bad_Bucket" in errors[0]
+    assert f"note: {other} was compiled from other code for train;" in " ".join(result.output.split())

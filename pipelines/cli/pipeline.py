@@ -83,6 +83,8 @@ def run_command(
         _fail(f"--spec {spec}: no such file")
     except (OSError, ValueError) as exc:  # a spec kfp cannot load
         _fail(f"--spec {spec}: {exc}")
+    if pipeline is not None:
+        _note_other_code(spec, pipeline)
     if source is not None:
         params["source"] = source
     verbose = bool((ctx.obj or {}).get("verbose"))
@@ -109,6 +111,26 @@ def run_command(
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(summary.as_dict(), indent=2, default=str))
+
+
+def _note_other_code(spec: Path, pipeline) -> None:
+    """Say which steps of a spec were compiled from other code than this checkout's: they run this
+    checkout's modules, while their cache entries follow the spec's fingerprints."""
+    from components.fingerprint import step_fingerprints
+    from pipelines.local.run import code_fingerprints
+
+    here = step_fingerprints()
+    other = sorted(
+        step for step, value in code_fingerprints(pipeline).items() if here.get(f"components.{step}") != value
+    )
+    if other:
+        err_console.print(
+            f"note: {spec} was compiled from other code for {', '.join(other)}; they run this checkout's code "
+            "(--no-cache runs them all again)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def print_failure(exc) -> None:
