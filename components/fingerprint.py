@@ -62,7 +62,7 @@ def _module_file(root: Path, module: str) -> Path | None:
 
 def _statements(node: ast.AST) -> Iterable[ast.AST]:
     """Every statement under `node`, nested ones included (imports are statements: expressions need
-    no visit, which makes this ten times cheaper than ``ast.walk``)."""
+    no visit: far fewer nodes than ``ast.walk`` visits)."""
     todo = [node]
     while todo:
         item = todo.pop()
@@ -72,8 +72,8 @@ def _statements(node: ast.AST) -> Iterable[ast.AST]:
 
 
 def _imported(node: ast.AST, module: str, is_package: bool) -> set[str]:
-    """Project modules imported anywhere under `node` (``from trainer import storage`` names the
-    module trainer.storage when it is one, else the package trainer)."""
+    """Project modules imported anywhere under `node`: ``from trainer import storage`` names both
+    trainer (its __init__ runs) and trainer.storage (kept when it is a module)."""
     names: set[str] = set()
     for item in _statements(node):
         if isinstance(item, ast.Import):
