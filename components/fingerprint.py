@@ -16,8 +16,9 @@ steps after them); an edit to a module no step imports re-runs nothing.
 
 The image the steps run in (on Vertex AI or a KFP cluster) is tagged with ``image_tag()``: a hash
 of everything the image is built from (``trainer/``, ``components/``, ``pipelines/``, the
-lockfile, ``pyproject.toml`` and ``container/``). Nothing here imports kfp or runs any project
-code: it reads files, so it costs milliseconds.
+lockfile, ``pyproject.toml`` and ``container/``; the README the image also carries is left out:
+documentation does not change what runs). Nothing here imports kfp or runs any project code: it
+reads and parses files, a few tenths of a second for every step.
 """
 
 from __future__ import annotations
