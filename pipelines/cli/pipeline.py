@@ -25,6 +25,7 @@ def compile_command(
     out: Path = typer.Option(Path("build/pipelines"), "--out", help="Output folder."),
 ) -> None:
     """Compile pipelines to OUT/<pipeline>.yaml (same code and config → same bytes)."""
+    from pipelines.cloud import image
     from pipelines.compile import PIPELINES, compile_pipeline
 
     for name in names or list(PIPELINES):
@@ -33,8 +34,6 @@ def compile_command(
         except ValueError as exc:
             _fail(str(exc))
         console.print(f"compiled {name} → {path}")
-    from pipelines.cloud import image
-
     try:  # what build/image.json says of the image the specs name
         done = image.read()["images"].get(image.reference(), {})
     except image.ImageError as exc:
