@@ -77,3 +77,19 @@ def test_a_broken_record_is_one_line(tmp_path, spec):
     with pytest.raises(image.ImageError, match="not a record of images") as caught:
         image.check(spec, "vertex", record)
     assert "\n" not in str(caught.value)
+
+
+def test_compile_says_whether_the_image_it_names_was_built_or_pushed(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    args = ["compile", "--pipeline", "taxifare", "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert f"image: {image.reference()} — not built yet: make image, make push" in result.output
+    _make("built", image.RECORD)
+    _make("pushed", image.RECORD)
+    result = CliRunner().invoke(app, args)
+    assert f"image: {image.reference()} — built, pushed" in result.output
