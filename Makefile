@@ -74,14 +74,19 @@ test-containers: install
 	$(PYTEST) -m containers $(ARGS)
 
 # -- container image and cloud targets (see container/README.md) --------------------------------
-IMAGE ?= $(shell $(PY) -c 'from trainer.config import load_settings; print(load_settings().image)' 2>/dev/null || echo taxifare-pipelines:local)
+# The configured repository tagged with the code's hash: exactly what `make compile` writes into the
+# spec. `image` and `push` record what they built and pushed in build/image.json, which `taxifare
+# submit` checks before it sends a spec naming that image.
+IMAGE ?= $(shell $(PY) -m pipelines.cloud.image name)
 TARGET ?= vertex
 
 image: install
 	IMAGE=$(IMAGE) container/build.sh
+	$(PY) -m pipelines.cloud.image record built $(IMAGE)
 
 push: image
 	docker push $(IMAGE)
+	$(PY) -m pipelines.cloud.image record pushed $(IMAGE)
 
 submit: install
 	$(TAXIFARE) submit --target $(TARGET) $(ARGS)

@@ -20,6 +20,7 @@ def champion(
     batch_size: int,
     report: Output[Markdown],
     metrics: Output[Metrics],
+    code_fingerprint: str = "",
 ) -> str:
     """Measures the model the endpoint currently serves (the champion) through the endpoint, and
     the sweep's best model (the challenger) in process, on the same compare_rows clean validation

@@ -7,7 +7,7 @@ from components.base import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def check_trials(trials: list, seed: int, target: str, serving_steps: list) -> list:
+def check_trials(trials: list, seed: int, target: str, serving_steps: list, code_fingerprint: str = "") -> list:
     """Checks every hyperparameter set of the sweep (names and rules of trainer.hparams; omitted
     names take the trainer's defaults, `seed` where a set names none) and that the serving target
     can do every serving step the pipeline needs; fails with one line naming the set and the

@@ -18,6 +18,7 @@ def deploy(
     min_replicas: int = 1,
     max_replicas: int = 1,
     traffic_percentage: int = 100,
+    code_fingerprint: str = "",
 ):
     """Deploys the exported model. target=local starts the project's prediction server on a free
     loopback port (replacing the model an existing local endpoint of that name serves) and waits

@@ -13,6 +13,7 @@ def export(
     bucket: str,
     prefix: str,
     exported_model: Output[Model],
+    code_fingerprint: str = "",
 ):
     """Copies the SavedModel to gs://BUCKET/PREFIX/models/<version>/ with its metadata (signature,
     input layout, metrics, data checksums, code version) and proves the published copy works: byte

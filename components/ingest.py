@@ -16,6 +16,7 @@ def ingest(
     project: str,
     train_data: Output[Dataset],
     valid_data: Output[Dataset],
+    code_fingerprint: str = "",
 ):
     """Copies the trips into gs://BUCKET/PREFIX/data/ (crc32c-verified, re-runs upload nothing).
 

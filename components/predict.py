@@ -15,6 +15,7 @@ def predict(
     batch_size: int,
     predictions: Output[Dataset],
     metrics: Output[Metrics],
+    code_fingerprint: str = "",
 ) -> float:
     """Sends {"instances": [...]} requests to the endpoint in batches and writes the answers as a
     JSONL artifact. Instances come from instances_file (JSON lines) or, when it is empty, from a

@@ -16,6 +16,7 @@ def select_best(
     best_model: Output[Model],
     leaderboard: Output[Markdown],
     plot: Output[HTML],
+    code_fingerprint: str = "",
 ) -> NamedTuple("SelectOutputs", [("best_index", int), ("best_rmse", float), ("results", list)]):
     """Picks the trained model with the lowest validation RMSE (a tie goes to the earlier set).
 

@@ -29,6 +29,7 @@ def train(
     replica_count: int = 1,
     accelerator_type: str = "",
     accelerator_count: int = 0,
+    code_fingerprint: str = "",
 ) -> NamedTuple("TrainOutputs", [("rmse", float), ("tensorboard_dir", str)]):
     """Trains the taxifare model with the trainer package's own command line.
 

@@ -18,6 +18,7 @@ def validate(
     clean_valid: Output[Dataset],
     quarantine: Output[Dataset],
     report: Output[Markdown],
+    code_fingerprint: str = "",
 ) -> NamedTuple("ValidateOutputs", [("layout", str), ("clean_rows", int), ("bad_rows", int)]):
     """Runs the data locally before paying for the cloud.
 

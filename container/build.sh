@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build the project image without network access inside the build.
 #
-#   container/build.sh [IMAGE]          (default: the configured image, see `taxifare config`)
+#   container/build.sh [IMAGE]          (default: the configured repository tagged with the code's
+#                                        hash, `python -m pipelines.cloud.image name`: what the
+#                                        compiled spec names)
 #
 # 1. Wheels: every package of requirements.lock is downloaded (or built) on the host into
 #    build/container/wheels/; skipped while the lockfile is unchanged.
@@ -18,7 +20,7 @@ cd "$ROOT"
 PY="${PY:-$ROOT/.venv/bin/python}"
 IMAGE="${1:-${IMAGE:-}}"
 if [[ -z "$IMAGE" ]]; then
-  IMAGE="$("$PY" -c 'from trainer.config import load_settings; print(load_settings().image)')"
+  IMAGE="$("$PY" -m pipelines.cloud.image name)"
 fi
 BUILD_DIR="$ROOT/build/container"
 WHEELS="$BUILD_DIR/wheels"

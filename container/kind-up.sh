@@ -14,7 +14,9 @@ CLUSTER="${KIND_CLUSTER:-taxifare}"
 # Pinned: the kind node image (kind v0.27.0's Kubernetes) and the KFP release.
 KIND_NODE_IMAGE="${KIND_NODE_IMAGE:-kindest/node:v1.32.2}"
 PIPELINE_VERSION="${PIPELINE_VERSION:-2.14.3}"
-IMAGE="${IMAGE:-taxifare-pipelines:local}"
+PY="${PY:-$ROOT/.venv/bin/python}"
+# the image this code builds (make image), tagged with the code's hash: what the compiled spec names
+IMAGE="${IMAGE:-$(cd "$ROOT" && "$PY" -m pipelines.cloud.image name)}"
 UI_PORT="${UI_PORT:-8080}"
 STATE_DIR="$ROOT/build/kind"
 MANIFESTS="github.com/kubeflow/pipelines/manifests/kustomize"
@@ -45,6 +47,8 @@ kubectl -n kubeflow wait --for=condition=available --timeout=900s deployment --a
 
 echo "== project image $IMAGE into the cluster"
 kind load docker-image "$IMAGE" --name "$CLUSTER"
+# `taxifare submit --target kfp` accepts a spec naming this image only once it is recorded as loaded
+(cd "$ROOT" && "$PY" -m pipelines.cloud.image record loaded "$IMAGE")
 # Pipeline tasks run as the pipeline-runner service account; the deploy step's cluster target
 # creates the serving Deployment + Service in this namespace.
 kubectl apply -f "$ROOT/container/k8s/serving-rbac.yaml"

@@ -1,6 +1,9 @@
 """Pieces of pipeline graph that both pipelines use: the data, train and serving steps, and the
 hyperparameter docs their docstrings share."""
 
+import functools
+
+from components import fingerprint
 from components.deploy import deploy
 from components.export import export
 from components.ingest import ingest
@@ -8,6 +11,19 @@ from components.predict import predict
 from components.train import train
 from components.validate import validate
 from trainer import hparams
+
+
+@functools.cache
+def _fingerprints() -> dict[str, str]:
+    """Each step's code fingerprint, computed once per process when the pipelines are defined."""
+    return fingerprint.step_fingerprints()
+
+
+def step(component, **inputs):
+    """A task of `component` that also takes the fingerprint of the code it runs
+    (components.fingerprint): its cache entry, kfp.local's or Vertex AI's, then holds only while
+    that code is unchanged. Every task of the pipelines is made here."""
+    return component(**inputs, code_fingerprint=_fingerprints()[component.python_func.__module__])
 
 
 def with_hparam_docs(function):
@@ -24,7 +40,8 @@ def with_hparam_docs(function):
 
 def train_step(*, validate_task, hyper: dict, **options):
     """train on the clean data; hyperparameters the pipeline does not take get the trainer's defaults."""
-    return train(
+    return step(
+        train,
         train_data=validate_task.outputs["clean_train"],
         valid_data=validate_task.outputs["clean_valid"],
         **{**hparams.DEFAULTS, **hyper},
@@ -34,7 +51,8 @@ def train_step(*, validate_task, hyper: dict, **options):
 
 def data_steps(*, source, bucket, prefix, valid_source, valid_fraction, project, max_bad_fraction, smoke_steps):
     """ingest → validate; returns both tasks."""
-    ingest_task = ingest(
+    ingest_task = step(
+        ingest,
         source=source,
         bucket=bucket,
         prefix=prefix,
@@ -42,7 +60,8 @@ def data_steps(*, source, bucket, prefix, valid_source, valid_fraction, project,
         valid_fraction=valid_fraction,
         project=project,
     ).set_display_name("ingest to GCS")
-    validate_task = validate(
+    validate_task = step(
+        validate,
         train_data=ingest_task.outputs["train_data"],
         valid_data=ingest_task.outputs["valid_data"],
         max_bad_fraction=max_bad_fraction,
@@ -67,7 +86,8 @@ def serving_steps(
     **deploy_options,
 ):
     """export → deploy → predict for one trained model; returns the predict task."""
-    export_task = export(
+    export_task = step(
+        export,
         trained_model=trained_model,
         train_data=validate_task.outputs["clean_train"],
         bucket=bucket,
@@ -75,7 +95,8 @@ def serving_steps(
     ).set_display_name("export model")
     # An endpoint is a live thing outside the pipeline: never reuse a cached deploy or predict.
     deploy_task = (
-        deploy(
+        step(
+            deploy,
             exported_model=export_task.outputs["exported_model"],
             target=target,
             endpoint_name=endpoint_name,
@@ -87,7 +108,8 @@ def serving_steps(
         .set_caching_options(False)
     )
     return (
-        predict(
+        step(
+            predict,
             endpoint=deploy_task.outputs["endpoint"],
             valid_data=validate_task.outputs["clean_valid"],
             instances_file=instances_file,

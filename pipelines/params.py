@@ -52,8 +52,13 @@ class ParameterError(ValueError):
 def load_spec(path: str | Path) -> dict:
     """A compiled pipeline spec (YAML or JSON) as a dict."""
     text = Path(path).read_text()
-    documents = [doc for doc in yaml.safe_load_all(text) if doc]
-    if not documents or "root" not in documents[0]:
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc]
+    except yaml.YAMLError as exc:
+        raise ParameterError(
+            f"{path}: not a compiled KFP pipeline spec (not YAML: {str(exc).splitlines()[0]})"
+        ) from None
+    if not documents or not isinstance(documents[0], dict) or "root" not in documents[0]:
         raise ParameterError(f"{path}: not a compiled KFP pipeline spec (no root)")
     return documents[0]
 
@@ -99,6 +104,10 @@ def parameters_of(source) -> Parameters:
         if "root" in source:
             return _from_spec(source)
         return dict(source)
+    if not hasattr(source, "pipeline_func") and hasattr(source, "pipeline_spec"):  # a pipeline loaded from YAML
+        from google.protobuf import json_format
+
+        return _from_spec(json_format.MessageToDict(source.pipeline_spec))
     return _from_function(source)
 
 
@@ -172,9 +181,10 @@ def validate(source, values: Mapping[str, Any], *, strict: bool = False) -> dict
             else:
                 message = error["msg"].removeprefix("Value error, ")
                 problems.append(f"parameter {name!r}: {message} (got {error.get('input')!r})")
+        # the first line names every problem; the valid parameters follow as help
         raise ParameterError(
-            "invalid pipeline parameters:\n  "
-            + "\n  ".join(problems)
+            "invalid pipeline parameters: "
+            + "; ".join(problems)
             + "\nvalid parameters:\n  "
             + describe(parameters).replace("\n", "\n  ")
         ) from None

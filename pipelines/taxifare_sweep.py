@@ -10,7 +10,7 @@ from kfp import dsl
 from components.champion import champion
 from components.check_trials import check_trials
 from components.select_best import select_best
-from pipelines.graph import data_steps, serving_steps, train_step, with_hparam_docs
+from pipelines.graph import data_steps, serving_steps, step, train_step, with_hparam_docs
 from pipelines.taxifare import DEFAULT_SOURCE
 from trainer import endpoints, hparams
 from trainer.schema import VALID_FRACTION
@@ -102,8 +102,8 @@ def taxifare_sweep(
         The decision: "deploy" (the best model now serves) or "keep" (the champion still serves).
     """
     # A bad hyperparameter set fails the run before any data is copied or any model trained.
-    trials_task = check_trials(
-        trials=trials, seed=seed, target=target, serving_steps=list(SERVING_STEPS)
+    trials_task = step(
+        check_trials, trials=trials, seed=seed, target=target, serving_steps=list(SERVING_STEPS)
     ).set_display_name("check hyperparameter sets")
 
     ingest_task, validate_task = data_steps(
@@ -123,7 +123,8 @@ def taxifare_sweep(
             validate_task=validate_task, hyper={name: getattr(trial, name) for name in hparams.NAMES}
         )
 
-    select_task = select_best(
+    select_task = step(
+        select_best,
         rmses=dsl.Collected(train_task.outputs["rmse"]),
         models=dsl.Collected(train_task.outputs["model"]),
         trials=trials_task.output,
@@ -131,7 +132,8 @@ def taxifare_sweep(
 
     # What the endpoint serves changes outside the pipeline: never reuse a cached decision.
     champion_task = (
-        champion(
+        step(
+            champion,
             best_model=select_task.outputs["best_model"],
             valid_data=validate_task.outputs["clean_valid"],
             results=select_task.outputs["results"],

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from components.fingerprint import image_tag
 from pipelines.local.emulator import free_port
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO / "container" / "build.sh"
 
 
-# -- the compiled spec names the configured image (no Docker needed) -------------------------------
-def test_compiled_spec_references_the_configured_image(tmp_path):
+# -- the compiled spec names the configured repository, tagged with the code (no Docker needed) -------------------------------
+def test_compiled_spec_references_the_configured_repository_tagged_with_the_code(tmp_path):
     image = "europe-west4-docker.pkg.dev/taxi-ml-prod/taxifare/taxifare-pipelines:2.1.0"
     code = (
         "from pipelines.compile import compile_pipeline; import sys; print(compile_pipeline('taxifare', sys.argv[1]))"
@@ -50,7 +51,9 @@ def test_compiled_spec_references_the_configured_image(tmp_path):
     spec = _load_yaml(Path(out.stdout.strip().splitlines()[-1]))
     executors = spec["deploymentSpec"]["executors"]
     assert len(executors) >= 6
-    assert {name: e["container"]["image"] for name, e in executors.items()} == {name: image for name in executors}
+    # the configured repository, its tag replaced by the hash of the code the image is built from
+    tagged = f"europe-west4-docker.pkg.dev/taxi-ml-prod/taxifare/taxifare-pipelines:{image_tag()}"
+    assert {name: e["container"]["image"] for name, e in executors.items()} == {name: tagged for name in executors}
     # kfp is in the image: nothing is pip-installed when a task starts
     assert not any("pip install" in " ".join(e["container"].get("command", [])) for e in executors.values())
 
@@ -102,10 +105,11 @@ def docker_engine(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def image(docker_engine):
-    """The project image, built (or found up to date) by container/build.sh."""
-    from trainer.config import load_settings
+    """The project image, built (or found up to date) by container/build.sh, under the name this code
+    builds and the pipeline's tasks name (the configured repository tagged with the code's hash)."""
+    from pipelines.cloud.image import reference
 
-    name = load_settings().image
+    name = reference()
     started = time.monotonic()
     result = subprocess.run([str(BUILD_SCRIPT), name], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, f"container/build.sh failed:\n{result.stderr[-3000:]}"

@@ -101,3 +101,15 @@ def test_malformed_assignments(items, message):
 
 def test_value_may_contain_equals():
     assert params.parse_assignments(["source=synthetic://?rows=10&seed=1"]) == {"source": "synthetic://?rows=10&seed=1"}
+
+
+def test_a_pipeline_loaded_from_its_yaml_declares_the_same_parameters(tmp_path):
+    from kfp import components
+
+    from pipelines.compile import compile_pipeline
+    from pipelines.taxifare import taxifare
+
+    loaded = components.load_component_from_file(str(compile_pipeline("taxifare", tmp_path)))
+    assert params.parameters_of(loaded) == params.parameters_of(taxifare)
+    values, defaults = params.effective(loaded, {"train_steps": 7})
+    assert values["train_steps"] == 7 and "train_steps" not in defaults and "hidden_units" in defaults

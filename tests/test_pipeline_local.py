@@ -3,14 +3,15 @@
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from unittest import mock
 
 import pytest
-from kfp import components
 
+from components import fingerprint
 from pipelines.compile import compile_pipeline
 from pipelines.local.emulator import GcsEmulator
 from pipelines.local.run import RunError, graph_steps, run_local
@@ -20,6 +21,7 @@ from trainer.ingest import SourceError
 from trainer.synth import write_csv
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
 
 SMALL = {
     "source": "synthetic://?rows=3000&layout=lab&seed=7",
@@ -74,19 +76,89 @@ def test_rerun_reuses_cached_steps(first_run):
     again = run_local(workdir=workdir, params=SMALL)
     for name in ("ingest", "validate", "train", "export"):
         assert again.steps[name].cached, f"{name} should come from the cache"
+    # each step's code fingerprint is recorded beside its cache flag, the same as the first run's
+    fingerprints = fingerprint.step_fingerprints()
+    for name, timing in again.steps.items():
+        assert timing.code_fingerprint == first.steps[name].code_fingerprint == fingerprints[f"components.{name}"]
+        assert again.as_dict()["steps"][name]["code_fingerprint"] == timing.code_fingerprint
     for name in ("deploy", "predict"):
         assert not again.steps[name].cached, f"{name} must run again: the endpoint is live state"
     assert again.predict_rmse == pytest.approx(first.predict_rmse)
     assert _bucket_objects(workdir) == before  # nothing uploaded, nothing changed
 
 
-def test_compiled_yaml_runs_locally(tmp_path):
+def _cli_run(*args: str, cwd: Path | None = None, env: dict | None = None) -> dict:
+    """`taxifare run … --json` in its own process; the run's summary."""
+    summary = Path(args[args.index("--workdir") + 1]) / "summary-cli.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "run", *args, "--json", str(summary)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=cwd,
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(summary.read_text())
+
+
+def test_compiled_yaml_runs_locally_with_a_parameter_override(tmp_path):
     path = compile_pipeline("taxifare", tmp_path / "compiled")
-    loaded = components.load_component_from_file(str(path))
     small = {**SMALL, "source": "synthetic://?rows=1500&layout=dated&seed=3", "train_steps": 50}
-    summary = run_local(workdir=tmp_path / "run", params=small, pipeline=loaded, enable_caching=False)
-    assert math.isfinite(summary.predict_rmse) and summary.predict_rmse > 0
-    assert summary.facts["ingest"]["layout"] == "dated"
+    overrides = [item for name, value in small.items() for item in ("-p", f"{name}={value}")]
+    summary = _cli_run("--spec", str(path), *overrides, "--workdir", str(tmp_path / "run"), "--no-cache")
+    assert math.isfinite(summary["predict_rmse"]) and summary["predict_rmse"] > 0
+    assert summary["facts"]["ingest"]["layout"] == "dated"
+    assert summary["params"]["train_steps"] == 50
+    # the fingerprints the spec was compiled with are those of this code, recorded per step
+    fingerprints = fingerprint.step_fingerprints()
+    assert {name: step["code_fingerprint"] for name, step in summary["steps"].items()} == {
+        name: fingerprints[f"components.{name}"] for name in summary["steps"]
+    }
+    assert (Path(summary["run_folder"]) / "index.html").exists()
+
+
+def test_an_edit_reruns_exactly_the_steps_whose_code_imports_it(tmp_path):
+    """On a copy of the code (first on the path of the run and of its tasks): an unchanged re-run
+    takes every cacheable step from the cache; an edit to a module only the train step imports
+    re-runs train and the steps after it; an edit to a module no step imports re-runs nothing."""
+    copy = tmp_path / "repo"
+    for name in (*fingerprint.IMAGE_SOURCES, "README.md"):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            copy.mkdir(exist_ok=True)
+            shutil.copy(source, copy / name)
+    env = {**os.environ, "PYTHONPATH": str(copy)}
+    args = [item for name, value in SMALL.items() for item in ("-p", f"{name}={value}")]
+
+    def run() -> dict:
+        summary = _cli_run(*args, "--workdir", str(tmp_path / "work"), cwd=copy, env=env)
+        return {name: step for name, step in summary["steps"].items()}
+
+    def edit(module: str) -> set[str]:
+        """Append a comment to `module`; the steps whose fingerprint changes."""
+        before = fingerprint.step_fingerprints(copy)
+        with open(copy / module, "a") as out:
+            out.write("\n# edited\n")
+        after = fingerprint.step_fingerprints(copy)
+        return {m.removeprefix("components.") for m in after if after[m] != before[m]}
+
+    cacheable = {"ingest", "validate", "train", "export"}  # deploy and predict never are
+    first = run()
+    assert not any(step["cached"] for step in first.values())
+    unchanged = run()
+    assert {name for name, step in unchanged.items() if step["cached"]} == cacheable
+
+    assert edit("trainer/report.py") & cacheable == {"train"}  # the evaluation report: train only
+    edited = run()
+    assert {name for name, step in edited.items() if step["cached"]} == {"ingest", "validate"}
+    assert edited["train"]["code_fingerprint"] != unchanged["train"]["code_fingerprint"]
+    assert all(edited[n]["code_fingerprint"] == unchanged[n]["code_fingerprint"] for n in edited if n != "train")
+
+    assert edit("trainer/hypertune.py") == set()  # a Vertex tuning trial's entry point: no step imports it
+    assert {name for name, step in run().items() if step["cached"]} == cacheable
 
 
 def test_missing_source_fails_in_the_ingest_step_and_loses_nothing(first_run):

@@ -16,9 +16,10 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from components import fingerprint
 from pipelines import params as pipeline_params
 from pipelines.local import page, run_record
-from pipelines.local.run import RunError, graph_steps, run_local
+from pipelines.local.run import RunError, code_fingerprints, graph_steps, run_local
 from pipelines.taxifare import taxifare
 
 STEPS = [name for name, _ in graph_steps(taxifare)]
@@ -185,6 +186,7 @@ def test_what_a_run_reports_is_shown_as_text_never_run_as_markup(browser, tmp_pa
         step="validate",
         error=f"ValueError: {hostile}",
         log_tail=[hostile, "</pre>"],
+        fingerprints=code_fingerprints(taxifare),
     )
     path = page.write_run_page(tmp_path / "runs" / "hostile", record)
     load(browser, path.as_uri())  # an <img src="x"> that ran would be a failed request and a console error
@@ -196,6 +198,12 @@ def test_what_a_run_reports_is_shown_as_text_never_run_as_markup(browser, tmp_pa
         "validate": "failed",
         **dict.fromkeys(STEPS[2:], "not run"),
     }
+    # each step's code fingerprint (its cache key's code part) is shown beside its cache hit
+    fingerprints = fingerprint.step_fingerprints()
+    for name in ("ingest", "validate"):
+        head = browser.find_element(By.CSS_SELECTOR, f"#step-{name} .step-head").text
+        cache_hit = "cache hit: yes" if name == "ingest" else "cache hit: no"
+        assert f"{cache_hit} code {fingerprints[f'components.{name}']}" in " ".join(head.split()), head
 
 
 @pytest.mark.timeout(300)
@@ -314,6 +322,7 @@ def test_cached_run_page_shows_cache_hits_and_the_reused_outputs(browser, runs):
     assert browser.find_element(By.ID, "rmse").text == f"{cached.predict_rmse:.3f}"
     train = browser.find_element(By.ID, "step-train")
     assert "cache hit: yes" in train.text and first_folder.name in train.text
+    assert f"code {first.steps['train'].code_fingerprint}" in train.text
     assert [s["from_run"] for s in record["steps"]] == [first_folder.name] * 4 + [None, None]
     assert "cache hit: no" in browser.find_element(By.ID, "step-deploy").text
     # The cached train step shows the first run's evaluation, from the first run's folder.

@@ -11,9 +11,12 @@ import re
 import pytest
 from typer.testing import CliRunner
 
+from components.fingerprint import image_tag
 from pipelines.cli import app
+from pipelines.cloud import image
 
 SA = "taxifare-pipelines@test-project.iam.gserviceaccount.com"
+PUSHED_DIGEST = "sha256:" + "5" * 64
 runner = CliRunner()
 
 
@@ -45,6 +48,8 @@ def cloud_env(monkeypatch, tmp_path, gcs_emulator, bucket):
     # so the SDK's bucket-ownership check passes the way it does for a bucket of the project.
     owner = storage.Client().get_bucket(bucket).project_number
     monkeypatch.setattr(resource_manager_utils, "get_project_number", lambda project_id, credentials=None: str(owner))
+    # `make push` pushed the image this code builds (the record in ./build/image.json)
+    image.record("pushed", image.reference(), PUSHED_DIGEST)
     yield bucket
     from google.cloud.aiplatform import initializer
 
@@ -196,6 +201,31 @@ def test_bad_config_fails_before_any_request(contract_server, cloud_env, compile
     assert not contract_server.requests
 
 
+def test_a_spec_whose_image_was_never_pushed_is_refused_before_any_request(
+    contract_server, cloud_env, compiled, tmp_path
+):
+    image.RECORD.unlink()  # this code's image was never built nor pushed
+    result = _submit_vertex(contract_server, compiled)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert f"image {image.reference()} was never built or pushed from this code" in line
+    assert not contract_server.requests
+
+    image.record("built", image.reference(), "sha256:" + "6" * 64)  # `make image`, no `make push`
+    result = _submit_vertex(contract_server, compiled)
+    assert result.exit_code == 1 and "was built but never pushed" in result.output
+    assert not contract_server.requests
+
+    contract_server.load("vertex_pipeline_job")
+    image.record("pushed", image.reference(), PUSHED_DIGEST)  # `make push`
+    result = _submit_vertex(contract_server, compiled)
+    assert result.exit_code == 0, result.output
+    (create,) = contract_server.calls("POST", r".*/pipelineJobs")
+    executors = create.body["pipelineSpec"]["deploymentSpec"]["executors"]
+    assert {e["container"]["image"] for e in executors.values()} == {image.reference()}
+
+
 def test_kfp_submit_creates_experiment_and_run(contract_server, cloud_env, compiled):
     contract_server.load("kfp")
     result = runner.invoke(
@@ -244,6 +274,7 @@ def test_config_prints_effective_values_and_sources(cloud_env):
     assert result.exit_code == 0, result.output
     assert f'"bucket": "{cloud_env}"' in result.output
     assert '"pipeline_root": "gs://' in result.output
+    assert f'"code_image": "taxifare-pipelines:{image_tag()}"' in result.output  # TAXIFARE_IMAGE's tag replaced
     table = runner.invoke(app, ["config"], env={"COLUMNS": "200"})
     assert table.exit_code == 0
     assert re.search(r"service_account\s*│\s*" + re.escape(SA) + r"\s*│\s*\$TAXIFARE_SERVICE_ACCOUNT", table.output)

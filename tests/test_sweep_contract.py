@@ -14,7 +14,9 @@ import pytest
 from google.cloud.aiplatform_v1.types import StudySpec
 from typer.testing import CliRunner
 
+from components.fingerprint import image_reference
 from pipelines.cli import app
+from pipelines.cloud import image
 
 SA = "taxifare-pipelines@test-project.iam.gserviceaccount.com"
 IMAGE = "us-central1-docker.pkg.dev/test-project/taxifare/taxifare-pipelines:1"
@@ -41,6 +43,10 @@ def cloud_env(monkeypatch, tmp_path, gcs_emulator, bucket):
     # Cloud Resource Manager is not behind api_endpoint: answer with the bucket's own project number.
     owner = storage.Client().get_bucket(bucket).project_number
     monkeypatch.setattr(resource_manager_utils, "get_project_number", lambda project_id, credentials=None: str(owner))
+    # `make push` pushed the image this code builds: the one the compiled specs name and, under the
+    # configured repository, the one tuning trials run in
+    for name in {image.reference(), image_reference(IMAGE)}:
+        image.record("pushed", name, "sha256:" + "5" * 64)
     yield bucket
     from google.cloud.aiplatform import initializer
 
@@ -191,7 +197,7 @@ def test_tuner_runs_a_hyperparameter_tuning_job_over_the_trainer(contract_server
     assert trial_job["baseOutputDirectory"]["outputUriPrefix"] == f"gs://{cloud_env}/taxifare/tuning/taxifare-tuning-3"
     (pool,) = trial_job["workerPoolSpecs"]
     container = pool["containerSpec"]
-    assert container["imageUri"] == IMAGE
+    assert container["imageUri"] == image_reference(IMAGE)  # the configured repository, tagged with the code
     # each trial: the trainer's own flags; Vertex appends --hidden_units=… --learning_rate=…
     assert container["command"] == ["python", "-m", "trainer.hypertune"]
     assert container["args"] == [

@@ -20,7 +20,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from trainer.storage import check_bucket_name
 
-DEFAULT_IMAGE = "taxifare-pipelines:local"
+# The image's repository; the tag is derived from the code (components.fingerprint.image_reference),
+# so a tag given here is replaced by it.
+DEFAULT_IMAGE = "taxifare-pipelines"
 
 
 def usable_cores() -> int:

@@ -44,10 +44,12 @@ def config_command(
     json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """Print the effective configuration: each value and where it came from (validated)."""
+    from components.fingerprint import image_reference
     from trainer.config import describe
 
     settings = _settings(config)
-    rows = describe(settings, config)
+    # what make image builds and the compiled spec names: the repository tagged with the code's hash
+    rows = [*describe(settings, config), ("code_image", image_reference(settings.image), "image + code hash")]
     if json_out:
         console.print_json(json.dumps({name: value for name, value, _ in rows}))
         return

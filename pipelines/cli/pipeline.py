@@ -16,7 +16,7 @@ err_console = Console(stderr=True)
 
 
 def _fail(message: str) -> None:
-    err_console.print("error:", message, style="red", markup=False, highlight=False)
+    err_console.print("error:", message, style="red", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -25,6 +25,7 @@ def compile_command(
     out: Path = typer.Option(Path("build/pipelines"), "--out", help="Output folder."),
 ) -> None:
     """Compile pipelines to OUT/<pipeline>.yaml (same code and config → same bytes)."""
+    from pipelines.cloud import image
     from pipelines.compile import PIPELINES, compile_pipeline
 
     for name in names or list(PIPELINES):
@@ -33,6 +34,12 @@ def compile_command(
         except ValueError as exc:
             _fail(str(exc))
         console.print(f"compiled {name} → {path}")
+    try:  # what build/image.json says of the image the specs name
+        done = image.read()["images"].get(image.reference(), {})
+    except image.ImageError as exc:
+        _fail(str(exc))
+    state = ", ".join(event for event in image.EVENTS if event in done) or "not built yet: make image, make push"
+    console.print(f"image: {image.reference()} — {state} (a local run needs none)", highlight=False, soft_wrap=True)
 
 
 def run_command(
@@ -44,21 +51,39 @@ def run_command(
     keep_endpoint: bool = typer.Option(False, "--keep-endpoint", help="Leave the local endpoint running."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse the outputs of unchanged steps."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the run summary as JSON here."),
+    spec: Path | None = typer.Option(
+        None, "--spec", help="Run this compiled pipeline spec (YAML) instead of the taxifare pipeline's code."
+    ),
 ) -> None:
     """Run the whole pipeline locally: GCS emulator, kfp.local, a local endpoint. One line per step;
-    each task's full log goes to the run's folder (-v shows everything)."""
+    each task's full log goes to the run's folder (-v shows everything). With --spec, any compiled
+    spec of this project's pipelines runs the same way, its parameters checked against the spec's own."""
     from pipelines import params as pipeline_params
     from pipelines.local.console import StepLines
     from pipelines.local.emulator import EmulatorError
     from pipelines.local.run import RunError, run_local
-    from pipelines.taxifare import taxifare
 
     if not local:
         _fail("only --local runs here; use `taxifare submit --target vertex|kfp` for the cloud")
+    pipeline = None
     try:
-        params = pipeline_params.validate(taxifare, pipeline_params.parse_assignments(param))
-    except ValueError as exc:
+        if spec is None:
+            from pipelines.taxifare import taxifare as declared
+        else:
+            declared = pipeline_params.load_spec(spec)  # the spec's own parameters
+        params = pipeline_params.validate(declared, pipeline_params.parse_assignments(param))
+        if spec is not None:
+            from kfp import components
+
+            pipeline = components.load_component_from_file(str(spec))
+    except pipeline_params.ParameterError as exc:
         _fail(str(exc))
+    except FileNotFoundError:
+        _fail(f"--spec {spec}: no such file")
+    except (OSError, ValueError) as exc:  # a spec kfp cannot load
+        _fail(f"--spec {spec}: {exc}")
+    if pipeline is not None:
+        _note_other_code(spec, pipeline)
     if source is not None:
         params["source"] = source
     verbose = bool((ctx.obj or {}).get("verbose"))
@@ -74,6 +99,7 @@ def run_command(
                 params=params,
                 keep_endpoint=keep_endpoint,
                 enable_caching=cache,
+                pipeline=pipeline,
                 on_event=None if verbose else lines.event,
                 verbose=verbose,
             )
@@ -86,6 +112,26 @@ def run_command(
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(summary.as_dict(), indent=2, default=str))
+
+
+def _note_other_code(spec: Path, pipeline) -> None:
+    """Say which steps of a spec were compiled from other code than this checkout's: they run this
+    checkout's modules, while their cache entries follow the spec's fingerprints."""
+    from components.fingerprint import step_fingerprints
+    from pipelines.local.run import code_fingerprints
+
+    here = step_fingerprints()
+    other = sorted(
+        step for step, value in code_fingerprints(pipeline).items() if here.get(f"components.{step}") != value
+    )
+    if other:
+        err_console.print(
+            f"note: {spec} was compiled from other code for {', '.join(other)}; they run this checkout's code "
+            "(--no-cache runs them all again)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def print_failure(exc) -> None:

@@ -2,7 +2,8 @@
 
 The same spec (``build/pipelines/taxifare.yaml``) goes to both. Parameters are checked against
 the spec's declared inputs before anything is sent; the project's settings fill the pipeline's
-``project`` / ``region`` / ``bucket`` / ``prefix`` parameters unless given explicitly.
+``project`` / ``region`` / ``bucket`` / ``prefix`` parameters unless given explicitly. A spec whose
+image was never pushed from this code (pipelines.cloud.image) is refused before anything is sent.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pipelines import params
+from pipelines.cloud import image
 from pipelines.compile import check_serving_target
 from trainer.config import Settings
 
@@ -76,6 +78,15 @@ def pipeline_parameters(
     return checked
 
 
+def check_image(spec: Mapping | Iterable[str], platform: str, record: str | Path = image.RECORD) -> None:
+    """The spec's image (or these images) must have been pushed (for kfp: or loaded into the
+    cluster) from this code; SubmitError naming the image otherwise."""
+    try:
+        image.check(spec, platform, record)
+    except image.ImageError as exc:
+        raise SubmitError(str(exc)) from None
+
+
 def check_pipeline_bucket(settings: Settings) -> None:
     """The pipeline root's bucket must exist: otherwise the SDK would create one itself, in a
     default location and with its own grants, bypassing the least-privilege setup."""
@@ -99,6 +110,7 @@ def submit_vertex(
     poll_interval_s: float = 30.0,
     timeout_s: float | None = None,
     on_state: Callable[[str], None] | None = None,
+    image_record: str | Path = image.RECORD,
 ) -> Submission:
     """Submits ``template`` as a Vertex AI PipelineJob under the settings' project and bucket.
 
@@ -114,6 +126,7 @@ def submit_vertex(
     name = spec.get("pipelineInfo", {}).get("name", Path(template).stem)
     # Deploy and predict go to Vertex AI when the pipeline has a target switch and none was given.
     values = pipeline_parameters(spec, settings, parameters or {}, defaults={"target": "vertex"})
+    check_image(spec, "vertex", image_record)
     run_id = run_id or job_id(name)
     check_pipeline_bucket(settings)
     vertex.init(settings.project, settings.region, settings=settings)
@@ -160,6 +173,7 @@ def submit_kfp(
     poll_interval_s: float = 10.0,
     timeout_s: float | None = None,
     on_state: Callable[[str], None] | None = None,
+    image_record: str | Path = image.RECORD,
 ) -> Submission:
     """Creates a run of ``template`` on the Kubeflow Pipelines API at ``host``.
 
@@ -171,6 +185,7 @@ def submit_kfp(
     spec = params.load_spec(template)
     name = spec.get("pipelineInfo", {}).get("name", Path(template).stem)
     values = pipeline_parameters(spec, settings, parameters or {})
+    check_image(spec, "kfp", image_record)
     client = kfp.Client(host=host, namespace=namespace)
     result = client.create_run_from_pipeline_package(
         str(template),

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components.fingerprint import image_reference
 from pipelines import params
 from pipelines.cloud import submit
 from pipelines.params import Grid
@@ -63,6 +64,7 @@ def run_vertex_sweep(
         submit.pipeline_parameters(spec, settings, {**fixed, **point}, defaults={"target": "vertex"})
         for point in points
     ]
+    submit.check_image(spec, "vertex")
     vertex.init(settings.project, settings.region, settings=settings)
     results: list[TrialResult] = []
     jobs: list[tuple[TrialResult, Any, float]] = []
@@ -171,6 +173,7 @@ def run_kfp_sweep(
     name = spec.get("pipelineInfo", {}).get("name", Path(template).stem)
     for point in points:  # every point checked before the first run is created
         submit.pipeline_parameters(spec, settings, {**fixed, **point})
+    submit.check_image(spec, "kfp")
     results = []
     submissions = []
     for index, point in enumerate(points):
@@ -287,7 +290,10 @@ def run_tuning_job(
         storage.fuse_path(base_output),
     ]
     args += hparams.flags(fixed)  # the swept ones come from the tuner as --<flag>=<value>
-    pools = vertex_training.worker_pool_specs(image=settings.image, args=args, machine_type=machine_type)
+    # the trials run the image built from this code (the one the compiled spec names), once pushed
+    trial_image = image_reference(settings.image)
+    submit.check_image([trial_image], "vertex")
+    pools = vertex_training.worker_pool_specs(image=trial_image, args=args, machine_type=machine_type)
     for pool in pools:
         pool["container_spec"]["command"] = ["python", "-m", "trainer.hypertune"]
 

@@ -273,6 +273,10 @@ def _step_section(step: dict, run_folder: Path) -> str:
     if run_record.finite(step.get("in_step_s")):
         bits.append(f'<span class="muted">in step {_seconds(step["in_step_s"])}</span>')
     bits.append(f'<span class="muted">cache hit: {"yes" if state == "cached" else "no"}</span>')
+    if step.get("code_fingerprint"):
+        bits.append(
+            f'<span class="muted small" title="the step\'s code, part of its cache key">code {_e(step["code_fingerprint"])}</span>'
+        )
     if step.get("from_run"):
         bits.append(f'<span class="muted small">outputs of run {_e(step["from_run"])}</span>')
     if log.is_file():

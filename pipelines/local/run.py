@@ -26,6 +26,10 @@ from trainer.ingest import parse_source
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKDIR = Path("build/local")
+# The subprocess runner runs no image, so each task names this one in place of the code-tagged
+# image: kfp.local's cache key includes the image, whose tag changes with any code change, while a
+# local re-run should run again exactly the steps whose own code changed (their code_fingerprint).
+LOCAL_IMAGE = "taxifare-local-subprocess"
 
 
 class RunError(RuntimeError):
@@ -52,6 +56,7 @@ class StepTiming:
     in_step_s: float | None = None
     cached: bool = False
     startup_s: float | None = None  # the task process's start to the step's own code: Python and imports
+    code_fingerprint: str | None = None  # the step's code (components.fingerprint) the cache keyed on
 
     @property
     def overhead_s(self) -> float | None:
@@ -91,6 +96,7 @@ class RunSummary:
                     "overhead_s": t.overhead_s,
                     "startup_s": t.startup_s,
                     "cached": t.cached,
+                    "code_fingerprint": t.code_fingerprint,
                 }
                 for name, t in self.steps.items()
             },
@@ -127,6 +133,9 @@ def run_local(
 
     if pipeline is None:
         from pipelines.taxifare import taxifare as pipeline
+    runner = runner or local.SubprocessRunner(use_venv=False)
+    if isinstance(runner, local.SubprocessRunner):
+        pipeline = without_images(pipeline)
 
     workdir = Path(workdir).resolve()
     settings = load_settings()
@@ -166,13 +175,14 @@ def run_local(
         # and, per task, that the project image is not a Python image: the venv is that image's twin.
         warnings.filterwarnings("ignore", message=r"You may be attemping to run a task that uses custom")
         local.init(
-            runner=runner or local.SubprocessRunner(use_venv=False),
+            runner=runner,
             pipeline_root=str(pipeline_root),
             enable_caching=enable_caching,
             cache_root=str(workdir / "cache"),
         )
         before = set(pipeline_root.iterdir())
         pipeline_started = time.time()
+        fingerprints = code_fingerprints(pipeline)
         pipeline_name = pipeline.pipeline_spec.pipeline_info.name
         cache_hits: set[str] = set()
 
@@ -202,6 +212,7 @@ def run_local(
                 started=started,
                 pipeline=pipeline_name,
                 dag=dag,
+                fingerprints=fingerprints,
             )
             page.write_run_page(run_folder, record)
             raise RunError(
@@ -225,6 +236,8 @@ def run_local(
             predict_rmse=rmse,
             steps=step_timings(_read_step_log(step_log), pipeline_started, [n for n, _ in dag], cache_hits),
         )
+        for name, timing in summary.steps.items():
+            timing.code_fingerprint = fingerprints.get(name)
         summary.facts = {r["step"]: r.get("facts", {}) for r in _read_step_log(step_log)}
         summary.outputs = outputs
         summary.run_folder, summary.params, summary.defaults, summary.dag = run_folder, effective, defaults, dag
@@ -242,6 +255,34 @@ def run_local(
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def without_images(pipeline):
+    """The pipeline (a Python definition or one loaded from a compiled spec) with every task's
+    image replaced by LOCAL_IMAGE, for the subprocess runner."""
+    from google.protobuf import json_format
+    from kfp import components
+
+    spec = json_format.MessageToDict(pipeline.pipeline_spec)
+    for executor in spec.get("deploymentSpec", {}).get("executors", {}).values():
+        if "container" in executor:
+            executor["container"]["image"] = LOCAL_IMAGE
+    return components.load_component_from_text(json.dumps(spec))
+
+
+def code_fingerprints(pipeline) -> dict[str, str]:
+    """step → the code fingerprint its task takes as input (components.fingerprint), read from the
+    pipeline's spec (names as the steps log them); steps without one are left out."""
+    spec = pipeline.pipeline_spec
+    dags = [spec.root.dag] + [component.dag for component in spec.components.values() if component.HasField("dag")]
+    found = {}
+    for dag in dags:
+        for name, task in dag.tasks.items():
+            if "code_fingerprint" in task.inputs.parameters:
+                value = task.inputs.parameters["code_fingerprint"].runtime_value.constant
+                if value.string_value:
+                    found[name.replace("-", "_")] = value.string_value
+    return found
 
 
 def graph_steps(pipeline) -> list[tuple[str, list[str]]]:

@@ -38,6 +38,7 @@ from pathlib import Path
 #         "outputs": {...},                           # its output parameters (executor_output.json)
 #         "error": None | "ValueError: …",
 #         "from_run": None | "20261202-024300",       # cached: the earlier run whose outputs were reused
+#         "code_fingerprint": None | "5f7852bb705dedf1",  # the step's code, part of its cache key
 #         "artifacts": [{"name": "metrics", "kind": "metrics" | "markdown" | "html" | "model"
 #                        | "dataset" | "jsonl" | "file" | "folder" | "remote", "uri": "/abs/path" | "gs://…",
 #                        "metadata": {...}}],
@@ -96,6 +97,7 @@ def record_from_summary(
             step["wall_s"] = timing.wall_s
             step["in_step_s"] = timing.in_step_s
         step["facts"] = dict(summary.facts.get(name) or {})
+        step["code_fingerprint"] = getattr(timing, "code_fingerprint", None)
         _add_task_outputs(step, artifacts_dir)
         steps.append(step)
     rmse = summary.predict_rmse
@@ -134,12 +136,13 @@ def record_from_failure(
     started: float | None = None,
     pipeline: str = "taxifare",
     dag: Sequence[tuple[str, Sequence[str]]],
+    fingerprints: dict[str, str] | None = None,
 ) -> dict:
     """The record of a failed run: the failed step (None when no step is to blame), its error and the
     last lines of its log (or '': write_run_page then reads them from the run folder's log of the
     step); `step_records` are the step log's records (``{"step", "seconds", "start", "end",
     "facts"|"error"}``) so that the steps that finished show their times and facts; `artifacts_dir`
-    is kfp.local's folder of the run, when known. Steps before the failed one without a record were
+    is kfp.local's folder of the run, when known; `fingerprints` the steps' code fingerprints. Steps before the failed one without a record were
     answered from the cache; steps after it did not run.
     """
     dag = list(dag)
@@ -162,6 +165,7 @@ def record_from_failure(
         else:
             state = "not run"
         entry = _step(name, after, state)
+        entry["code_fingerprint"] = (fingerprints or {}).get(name)
         if record is not None:
             entry["in_step_s"] = _round(record.get("seconds"))
             entry["wall_s"] = _wall(record, by_step, order)
@@ -221,6 +225,7 @@ def _step(name: str, after: Sequence[str], state: str) -> dict:
         "outputs": {},
         "error": None,
         "from_run": None,
+        "code_fingerprint": None,
         "artifacts": [],
     }
 
