@@ -32,7 +32,7 @@ def _record(entry: dict) -> None:
 def step_log(name: str) -> Iterator[dict]:
     """Time the body of a step and record the facts it puts in the yielded dict, or its error."""
     started = time.time()
-    times = {"process_start": psutil.Process().create_time(), "start": started}
+    times = {"process_start": _process_started(), "start": started}
     facts: dict = {}
     try:
         yield facts
@@ -45,6 +45,16 @@ def step_log(name: str) -> Iterator[dict]:
     ended = time.time()
     _record({"step": name, "seconds": round(ended - started, 3), **times, "end": ended, "facts": facts})
     _exit_promptly_after_success()
+
+
+def _process_started() -> float:
+    """When this process started, in epoch seconds, to the clock tick: its start tick (from /proc)
+    against the boot-time clock. (psutil's create_time adds the boot time, known to the second only.)"""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+    except (OSError, ValueError, IndexError):
+        return psutil.Process().create_time()
+    return time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"))
 
 
 # The module a task process runs (`python -m kfp.dsl.executor_main`, locally and in the image).

@@ -49,3 +49,23 @@ def test_a_failed_step_fails_the_task(as_task):
 def test_outside_a_task_process_nothing_changes():
     result = _run(STEP, as_task=False)
     assert result.returncode == 0 and result.stdout.splitlines() == ["executor output written", "normal shutdown"]
+
+
+def test_the_step_log_knows_when_the_task_process_started(tmp_path):
+    import json
+    import os
+    import time
+
+    log = tmp_path / "steps.jsonl"
+    before = time.time()
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(STEP)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TAXIFARE_STEP_LOG": str(log)},
+    )
+    assert result.returncode == 0, result.stderr
+    (record,) = [json.loads(line) for line in log.read_text().splitlines()]
+    # To the clock tick (10 ms), not to the second: after the parent started it, before the step began.
+    assert before - 0.02 <= record["process_start"] <= record["start"] <= record["end"]
