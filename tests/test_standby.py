@@ -1,5 +1,5 @@
-"""A server started before its model (trainer.server.standby, local_endpoint.prestart): the next
-deploy hands it the model instead of starting a process; one that nobody takes is stopped or leaves."""
+"""Processes started before their work is known (trainer.warm): the next deploy hands a warm server
+its model, validate's smoke run hands a warm trainer its run; one that nobody takes is stopped or leaves."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import psutil
 import pytest
 import requests
 
-from trainer import local_endpoint, schema, server
+from trainer import local_endpoint, schema, validate_smoke, warm
+from trainer.validate_result import SmokeResult
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ def test_a_deploy_takes_the_standby_and_serves(state_dir, lab_model_dir):
     assert endpoint.pid == standby.pid and endpoint.log_path == standby.log_path
     answer = requests.post(endpoint.predict_url, json={"instances": [schema.LAB_TEST_INSTANCE]}, timeout=30)
     assert answer.status_code == 200 and answer.json()["predictions"][0]["fare_amount"] > 2.5
-    assert not (state_dir / "endpoints" / local_endpoint.STANDBY_FILE).exists()
+    assert not (warm.registry() / "server.json").exists()
     assert local_endpoint.stop_standby() is False  # taken: nothing left to stop
 
     # The next deploy (no standby) starts its own process, as before.
@@ -79,11 +80,40 @@ def test_a_model_the_standby_cannot_load_fails_the_deploy_with_its_log(state_dir
 def test_a_standby_leaves_when_the_process_that_started_it_is_gone(tmp_path):
     folder = tmp_path / "standby"
     starter = (
-        "import sys\nfrom trainer import server\n"
-        f"print(server.start_standby({str(folder)!r}).pid, flush=True)\n"  # and exit at once
+        "import sys\nfrom trainer import warm\n"
+        f"print(warm.start('server', {str(folder)!r}).pid, flush=True)\n"  # and exit at once
     )
     result = subprocess.run([sys.executable, "-c", starter], capture_output=True, text=True, timeout=60, check=True)
     pid = int(result.stdout)
-    _wait(lambda: (folder / server.STANDBY_READY).exists() or _gone(pid))
+    _wait(lambda: (folder / warm.READY).exists() or _gone(pid))
     _wait(lambda: _gone(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 10)
-    assert "no model handed over; leaving" in (folder / "server.log").read_text()
+    assert "no work handed over; leaving" in (folder / warm.LOG).read_text()
+
+
+@pytest.mark.slow
+def test_the_smoke_run_in_a_warm_trainer_is_the_smoke_run_here(state_dir, lab_csvs, tmp_path, capsys):
+    train, valid = lab_csvs
+    here = validate_smoke.smoke_run(train, valid, tmp_path / "here", schema.LAB, steps=5)
+    process = warm.prestart("trainer")
+    there = validate_smoke.smoke_run(train, valid, tmp_path / "there", schema.LAB, steps=5)
+    assert isinstance(there, SmokeResult) and _gone(process.pid)
+    assert "step 5: loss" in capsys.readouterr().out  # the warm process's output, copied to this one's
+    assert there.prediction == pytest.approx(here.prediction, rel=1e-4)
+    assert (there.train_rows, there.valid_rows, there.steps) == (here.train_rows, here.valid_rows, 5)
+    assert warm.stop_unused("trainer") is False
+
+
+@pytest.mark.slow
+def test_an_error_in_the_warm_trainer_is_raised_here_with_its_type(state_dir, tmp_path):
+    warm.prestart("trainer")
+    missing = tmp_path / "no-such.csv"
+    with pytest.raises(FileNotFoundError, match="no-such.csv"):
+        validate_smoke.smoke_run(missing, missing, tmp_path / "out", schema.LAB, steps=2)
+
+
+def test_a_warm_trainer_for_another_tensorflow_setting_is_not_used(state_dir, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {}}')
+    process = warm.prestart("trainer")
+    monkeypatch.delenv("TF_CONFIG")
+    assert warm.claim("trainer") is None
+    _wait(lambda: _gone(process.pid), 15)

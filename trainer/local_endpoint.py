@@ -10,16 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import socket
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
 
-from trainer import server
+from trainer import server, warm
 
 log = logging.getLogger(__name__)
 
@@ -103,56 +101,16 @@ def stop(name: str, timeout_s: float = 10.0) -> bool:
     return was_running
 
 
-# -- a server process started ahead of the model it will serve ---------------------------------
-STANDBY_FILE = "standby.json"
-
-
-def _serving_env() -> dict[str, str]:
-    """What a server reads from its environment (the bucket it downloads from, Vertex's routes): a
-    standby serves a deploy only when these are the deploy's own."""
-    return {k: v for k, v in sorted(os.environ.items()) if k.startswith("AIP_") or k == "STORAGE_EMULATOR_HOST"}
-
-
-def prestart() -> server.StandbyProcess:
-    """Start a server process now, before the model exists (``trainer.server.standby``): the next
-    `deploy` in this state dir hands it the model instead of starting a process and waiting for its
-    TensorFlow import. A local run starts one when it starts and stops it when it ends, if unused."""
-    stop_standby()
-    standby = server.start_standby(Path(tempfile.mkdtemp(prefix="standby-", dir=state_dir())))
-    record = {"pid": standby.pid, "folder": standby.folder, "log_path": standby.log_path, "env": _serving_env()}
-    (state_dir() / STANDBY_FILE).write_text(json.dumps(record, indent=2))
-    log.info("standby server pid %d started (%s)", standby.pid, standby.folder)
-    return standby
-
-
-def _claim_standby() -> server.StandbyProcess | None:
-    """The standby of this state dir, taken (one deploy gets it; a rename decides), or None when there
-    is none, it is gone, or it was started with another serving environment (then it is stopped)."""
-    path = state_dir() / STANDBY_FILE
-    claimed = path.with_name(f"{STANDBY_FILE}.{os.getpid()}")
-    try:
-        path.rename(claimed)
-    except FileNotFoundError:
-        return None
-    record = json.loads(claimed.read_text())
-    claimed.unlink()
-    if not _pid_alive(record["pid"]):
-        return None
-    if record["env"] != _serving_env():
-        log.info("standby pid %d was started for another serving environment; stopping it", record["pid"])
-        server.stop_server(record["pid"])
-        return None
-    return server.StandbyProcess(record["pid"], record["folder"], record["log_path"])
+def prestart() -> warm.WarmProcess:
+    """Start a prediction server now, before the model exists (a warm ``server``, trainer.warm): the
+    next `deploy` hands it the model instead of starting a process and waiting for its TensorFlow
+    import. A local run starts one when it starts and stops it when it ends, if nobody took it."""
+    return warm.prestart("server")
 
 
 def stop_standby() -> bool:
-    """Stop this state dir's standby if nobody took it; True when there was one."""
-    standby = _claim_standby()
-    if standby is None:
-        return False
-    server.stop_server(standby.pid)
-    shutil.rmtree(standby.folder, ignore_errors=True)
-    return True
+    """Stop the warm server if no deploy took it; True when there was one."""
+    return warm.stop_unused("server")
 
 
 def deploy(
@@ -184,7 +142,7 @@ def deploy(
         log_path=log_path,
         timeout_s=timeout_s,
         detach=True,
-        standby=_claim_standby(),
+        standby=warm.claim("server"),
     )
     endpoint = LocalEndpoint(
         name=name,

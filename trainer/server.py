@@ -35,7 +35,6 @@ batch and naive back ends ``trainer.server_backends``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -49,6 +48,10 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from trainer.warm import WarmProcess
 
 log = logging.getLogger(__name__)
 
@@ -139,50 +142,6 @@ def serve(
     return exit_code
 
 
-# -- a server started before its model is known (standby) ------------------------------------
-STANDBY_READY = "ready"  # written by the standby once everything a server needs is imported
-STANDBY_REQUEST = "request.json"  # {model_dir, host, port, port_file, mode}: what to serve
-STANDBY_IDLE_S = 1800.0  # a standby nobody hands a model to gives up after this
-
-
-def standby(folder: str | Path, owner: int, idle_s: float = STANDBY_IDLE_S) -> int:
-    """Import what a server needs (TensorFlow, the app, uvicorn) before the model is known, then wait
-    for FOLDER/request.json and serve it exactly as :func:`serve`. A deploy that finds a standby
-    hands it the model instead of starting a process and waiting for its imports. The standby gives
-    up (exit 0) when its `owner` (the pid of the process that started it) is no longer its parent,
-    or after `idle_s` without a request."""
-    import tensorflow  # noqa: F401 — the point of a standby: imported before the model is known
-    import uvicorn  # noqa: F401
-
-    from trainer import server_app  # noqa: F401
-
-    folder = Path(folder)
-    (folder / STANDBY_READY).write_text(str(os.getpid()))
-    log.info("standby: ready for a model (%s)", folder / STANDBY_REQUEST)
-    deadline = time.monotonic() + idle_s
-    request_path = folder / STANDBY_REQUEST
-    while not request_path.exists():
-        if os.getppid() != owner or time.monotonic() > deadline:
-            log.info("standby: no model handed over; leaving")
-            return 0
-        time.sleep(0.02)
-    request = json.loads(request_path.read_text())
-    return serve(
-        request["model_dir"],
-        host=request["host"],
-        port=request["port"],
-        mode=request["mode"],
-        port_file=request["port_file"],
-    )
-
-
-def _hand_over(folder: Path, request: dict) -> None:
-    """Give a standby its model (written whole, then renamed: it never reads half a request)."""
-    tmp = folder / f"{STANDBY_REQUEST}.tmp"
-    tmp.write_text(json.dumps(request))
-    tmp.replace(folder / STANDBY_REQUEST)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.server", description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -200,16 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port-file", help="write the bound port to this file once listening")
     parser.add_argument("--mode", choices=MODES, default="batch")
     parser.add_argument("--log-level", default="INFO")
-    parser.add_argument(
-        "--standby", metavar="FOLDER", help="import everything, then serve what FOLDER/request.json names"
-    )
-    parser.add_argument(
-        "--owner", type=int, default=0, help="with --standby: leave when this pid is no longer the parent"
-    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.standby:
-        return standby(args.standby, args.owner or os.getppid())
     if not args.model_dir:
         parser.error("--model-dir is required when AIP_STORAGE_URI is not set")
     return serve(args.model_dir, host=args.host, port=args.port, mode=args.mode, port_file=args.port_file)
@@ -277,14 +228,14 @@ def start_server(
     log_path: str | Path | None = None,
     timeout_s: float = 120.0,
     detach: bool = False,
-    standby: StandbyProcess | None = None,
+    standby: WarmProcess | None = None,
 ) -> ServerProcess:
     """Start ``python -m trainer.server`` and wait until its health route answers 200.
 
     ``port=0`` picks a free port (the server reports the one it bound). ``env`` adds
     environment variables (e.g. ``STORAGE_EMULATOR_HOST`` or ``AIP_*``). ``detach`` puts the
     server in a session of its own so it outlives the calling process (stop it by pid).
-    ``standby``: a server process already started (:func:`start_standby`, same environment) is
+    ``standby``: a warm ``server`` process already started (``trainer.warm``, same environment) is
     handed the model instead; its log is the server's.
     """
     run_dir = Path(tempfile.mkdtemp(prefix="taxifare-server-"))
@@ -295,8 +246,9 @@ def start_server(
     full_env = {**os.environ, **(env or {})}
     routes = Routes.from_env(full_env)
     if standby is not None:
-        request = {"model_dir": str(model_uri), "host": host, "port": port, "port_file": str(port_file), "mode": mode}
-        _hand_over(Path(standby.folder), request)
+        standby.hand_over(
+            {"model_uri": str(model_uri), "host": host, "port": port, "port_file": str(port_file), "mode": mode}
+        )
         return _wait_healthy(None, standby.pid, host, port_file, routes, log_path, timeout_s)
     command = [
         sys.executable,
@@ -371,35 +323,6 @@ def _wait_healthy(
     except BaseException:
         stop_server(process if process is not None else pid)
         raise
-
-
-@dataclass
-class StandbyProcess:
-    """A server process started ahead of its model (``python -m trainer.server --standby FOLDER``)."""
-
-    pid: int
-    folder: str
-    log_path: str
-    process: subprocess.Popen | None = field(default=None, repr=False)
-
-    def ready(self) -> bool:
-        return (Path(self.folder) / STANDBY_READY).exists()
-
-
-def start_standby(folder: str | Path, *, detach: bool = True) -> StandbyProcess:
-    """Start a standby server process in FOLDER (it writes its log there); returns at once."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    log_path = folder / "server.log"
-    with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "trainer.server", "--standby", str(folder), "--owner", str(os.getpid())],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=detach,
-        )
-    return StandbyProcess(process.pid, str(folder), str(log_path), process)
 
 
 def stop_server(server: subprocess.Popen | int, timeout_s: float = 10.0) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -33,9 +34,38 @@ def smoke_run(
     rows: int = DEFAULT_SMOKE_ROWS,
     batch_size: int = 64,
 ) -> SmokeResult:
-    """Train ``steps`` steps on a sample, reload the export, predict the layout's test instance."""
+    """Train ``steps`` steps on a sample, reload the export, predict the layout's test instance.
+
+    In a warm ``trainer`` process when a local run started one (it has imported TensorFlow while
+    the steps before went on; its output is copied here), else in this process."""
+    from trainer import warm
+
+    arguments = {
+        "clean_train": str(clean_train),
+        "clean_valid": str(clean_valid),
+        "work_dir": str(work_dir),
+        "layout": layout.name,
+        "steps": steps,
+        "rows": rows,
+        "batch_size": batch_size,
+    }
+    ready = warm.claim("trainer")
+    if ready is None:
+        return smoke_in_this_process(**arguments)
+    result, output = warm.call(ready, f"{__name__}:smoke_in_this_process", arguments)
+    sys.stdout.write(output)
+    sys.stdout.flush()
+    return SmokeResult.model_validate(result)
+
+
+def smoke_in_this_process(
+    clean_train: str, clean_valid: str, work_dir: str, layout: str, *, steps: int, rows: int, batch_size: int
+) -> SmokeResult:
+    """The smoke run itself (``smoke_run``'s arguments, as JSON carries them)."""
     from trainer import predictor, task
 
+    clean_train, clean_valid, work_dir = Path(clean_train), Path(clean_valid), Path(work_dir)
+    layout = schema.get_layout(layout)
     started = time.perf_counter()
     work_dir.mkdir(parents=True, exist_ok=True)
     train_rows = _head(clean_train, work_dir / "train.csv", rows)

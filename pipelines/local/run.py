@@ -19,7 +19,7 @@ from pathlib import Path
 
 from components.artifacts import STEP_LOG_ENV
 from pipelines.local.emulator import GcsEmulator
-from trainer import local_endpoint, storage
+from trainer import local_endpoint, storage, warm
 from trainer.config import load_settings
 from trainer.ingest import parse_source
 
@@ -160,13 +160,17 @@ def run_local(
     started = time.time()
     emulator = GcsEmulator(data_dir=workdir / "gcs", log_path=workdir / "gcs-emulator.log")
     endpoint_name = params.get("endpoint_name", "taxifare")
+    dag = graph_steps(pipeline)
     try:
+        os.environ["TAXIFARE_STATE_DIR"] = str(workdir / "state")
+        if any(name == "validate" for name, _ in dag):
+            # validate's smoke run hands the trainer's command line to a process that has imported
+            # TensorFlow while the emulator started and ingest ran (trainer.warm).
+            warm.prestart("trainer")
         emulator.start()
         os.environ.update(emulator.env())
-        os.environ["TAXIFARE_STATE_DIR"] = str(workdir / "state")
         os.environ[STEP_LOG_ENV] = str(step_log)
         emulator.create_bucket(bucket)
-        dag = graph_steps(pipeline)
         if any(name == "deploy" for name, _ in dag):
             # The endpoint's process imports TensorFlow while the steps before deploy run.
             local_endpoint.prestart()
@@ -249,6 +253,7 @@ def run_local(
         if not keep_endpoint:
             local_endpoint.stop(endpoint_name)
         local_endpoint.stop_standby()
+        warm.stop_unused("trainer")
         emulator.stop()
         for key, value in saved_env.items():
             if value is None:
