@@ -3,7 +3,6 @@ knows the code: each task takes its step's code fingerprint and runs the image t
 
 import inspect
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from components import fingerprint
 from components.base import BASE_IMAGE
 from pipelines.compile import compile_pipeline
 from pipelines.taxifare import taxifare
+from tests.fixtures.code import copy_of_the_code
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -107,17 +107,6 @@ def test_every_task_takes_its_steps_code_fingerprint_and_runs_the_code_tagged_im
     assert BASE_IMAGE.endswith(":" + fingerprint.image_tag())
 
 
-def _copy_of_the_code(target: Path) -> Path:
-    for name in (*fingerprint.IMAGE_SOURCES, "README.md"):
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            target.mkdir(parents=True, exist_ok=True)
-            shutil.copy(source, target / name)
-    return target
-
-
 def _compile_in(copy: Path, out: Path) -> dict:
     """Compile the taxifare pipeline from the code in `copy` (it comes first on the path)."""
     code = (
@@ -132,7 +121,7 @@ def _compile_in(copy: Path, out: Path) -> dict:
 
 
 def test_the_yaml_changes_when_a_steps_code_changes_and_only_then(tmp_path):
-    copy = _copy_of_the_code(tmp_path / "repo")
+    copy = copy_of_the_code(tmp_path / "repo")
     first = _compile_in(copy, tmp_path / "a")
     (copy / "README.md").write_text("only documentation changed\n")  # no step's code, not in the image
     assert _compile_in(copy, tmp_path / "b") == first

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 
 from components import fingerprint
+from tests.fixtures.code import copy_of_the_code
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,14 +96,7 @@ def test_every_step_of_the_project_in_well_under_a_second():
 
 
 def test_image_tag_follows_what_the_image_is_built_from(tmp_path):
-    copy = tmp_path / "repo"
-    for name in fingerprint.IMAGE_SOURCES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            copy.mkdir(exist_ok=True)
-            shutil.copy(source, copy / name)
+    copy = copy_of_the_code(tmp_path / "repo")
     tag = fingerprint.image_tag(copy)
     assert tag == fingerprint.image_tag(REPO) == fingerprint.image_tag(copy)
     (copy / "README.md").write_text("docs are not in the tag\n")

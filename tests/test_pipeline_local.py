@@ -3,7 +3,6 @@
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from pipelines.compile import compile_pipeline
 from pipelines.local.emulator import GcsEmulator
 from pipelines.local.run import RunError, graph_steps, run_local
 from pipelines.taxifare import taxifare
+from tests.fixtures.code import copy_of_the_code
 from trainer import storage
 from trainer.ingest import SourceError
 from trainer.synth import write_csv
@@ -122,14 +122,7 @@ def test_an_edit_reruns_exactly_the_steps_whose_code_imports_it(tmp_path):
     """On a copy of the code (first on the path of the run and of its tasks): an unchanged re-run
     takes every cacheable step from the cache; an edit to a module only the train step imports
     re-runs train and the steps after it; an edit to a module no step imports re-runs nothing."""
-    copy = tmp_path / "repo"
-    for name in (*fingerprint.IMAGE_SOURCES, "README.md"):
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            copy.mkdir(exist_ok=True)
-            shutil.copy(source, copy / name)
+    copy = copy_of_the_code(tmp_path / "repo")
     env = {**os.environ, "PYTHONPATH": str(copy)}
     args = [item for name, value in SMALL.items() for item in ("-p", f"{name}={value}")]
 
