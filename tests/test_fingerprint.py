@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -85,11 +84,9 @@ def test_one_step_alone_equals_its_row_of_the_table(tree):
         fingerprint.step_fingerprint("components.nothing", tree)
 
 
-def test_every_step_of_the_project_in_well_under_a_second():
-    started = time.perf_counter()
+def test_every_step_of_the_project_has_its_own():
+    # How long it takes is a figure of the bench (pipeline section), not of a unit test.
     table = fingerprint.step_fingerprints()
-    elapsed = time.perf_counter() - started
-    assert elapsed < 1.0, f"{elapsed:.3f} s for {len(table)} steps"
     assert {"components.ingest", "components.validate", "components.train", "components.export"} <= set(table)
     assert "components.artifacts" not in table and "components.base" not in table
     assert len(set(table.values())) == len(table)  # every step runs different code

@@ -15,6 +15,19 @@ log = logging.getLogger("pipelines.bench.overhead")
 TASKS = 6
 TARGET_WALL_S = 60.0
 TARGET_STEP_OVERHEAD_S = 0.5
+TARGET_FINGERPRINT_S = 1.0  # every step's code fingerprint, computed at compile time and per local run
+
+
+def measure_fingerprints(repeats: int = 3) -> dict:
+    """Seconds to fingerprint every step's code (components.fingerprint), best and worst of `repeats`."""
+    from components import fingerprint
+
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        table = fingerprint.step_fingerprints()
+        times.append(time.perf_counter() - started)
+    return {"steps": len(table), "best_s": round(min(times), 3), "worst_s": round(max(times), 3)}
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -71,6 +84,8 @@ def bench_local_run(workdir: Path, params: dict) -> dict:
         "params": params or "defaults (make run)",
         "runs": runs,
         "orchestration_overhead_per_task_s": measure()["per_task_s"],
+        "fingerprints": measure_fingerprints(),
+        "target_fingerprint_s": TARGET_FINGERPRINT_S,
         "max_step_overhead_s": round(max(overheads), 3) if overheads else None,
         "mean_step_overhead_s": round(sum(overheads) / len(overheads), 3) if overheads else None,
         "cached_steps_on_rerun": [n for n, s in runs["cached"]["steps"].items() if s["cached"]],
@@ -87,7 +102,7 @@ def report_rows(p: dict) -> list[Row]:
         for n, s in first["steps"].items()
         if s["wall_s"] is not None
     )
-    return [
+    rows = [
         Row(
             "Local pipeline (`make run`)",
             f"default run **{number(first['wall_s'], 1)} s** wall (target ≤ {p['target_wall_s']:.0f} s)",
@@ -101,6 +116,19 @@ def report_rows(p: dict) -> list[Row]:
             f"**{number(p.get('orchestration_overhead_per_task_s'), 3)} s** (target ≤ {p['target_step_overhead_s']})",
         ),
     ]
+    prints = p.get("fingerprints")
+    if prints:
+        target = p.get("target_fingerprint_s", TARGET_FINGERPRINT_S)
+        rows.append(
+            Row(
+                "Code fingerprints (the cache key's code part)",
+                f"every step ({prints['steps']}): **{number(prints['worst_s'], 3)} s** at worst, "
+                f"{number(prints['best_s'], 3)} s at best",
+                f"target < {target:g} s",
+                "met" if prints["worst_s"] < target else "**not met**",
+            )
+        )
+    return rows
 
 
 def report_details(p: dict) -> list[str]:
