@@ -117,3 +117,22 @@ def test_a_warm_trainer_for_another_tensorflow_setting_is_not_used(state_dir, mo
     monkeypatch.delenv("TF_CONFIG")
     assert warm.claim("trainer") is None
     _wait(lambda: _gone(process.pid), 15)
+
+
+def test_another_process_stops_a_server_that_is_not_its_child_promptly(tmp_path):
+    """A warm server is the run's child; the deploy task that replaces it is another process. It
+    exits at once on SIGTERM, and stays a zombie until the run reaps it: that counts as stopped."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        stopper = (
+            "import time; from trainer import server; t = time.monotonic(); "
+            f"print(server.stop_server({child.pid}, timeout_s=20), round(time.monotonic() - t, 2))"
+        )
+        result = subprocess.run([sys.executable, "-c", stopper], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        code, seconds = result.stdout.split()
+        assert code == "None" and float(seconds) < 5, result.stdout  # not the 20 s timeout
+        assert child.wait(5) == -15  # reaped here, by its parent: it ended on SIGTERM
+    finally:
+        child.kill()
+        child.wait()

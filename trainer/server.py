@@ -345,13 +345,40 @@ def stop_server(server: subprocess.Popen | int, timeout_s: float = 10.0) -> int 
     try:
         process = psutil.Process(server)
         process.send_signal(signal.SIGTERM)
-        return process.wait(timeout_s)
     except psutil.NoSuchProcess:
         return None
+    try:
+        return _wait_ended(process, timeout_s)
     except psutil.TimeoutExpired:
         log.warning("prediction server pid %d ignored SIGTERM; killing it", server)
-        process.kill()
-        return process.wait(timeout_s)
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            return None
+        return _wait_ended(process, timeout_s)
+
+
+def _wait_ended(process, timeout_s: float) -> int | None:
+    """Until the process has exited: its exit code when it is a child of this one (reaped here),
+    None for another's child — a zombie counts as ended, since only its parent can reap it (a
+    warm server started by a local run and stopped by a later deploy task is the run's child)."""
+    import psutil
+
+    try:
+        if process.ppid() == os.getpid():
+            return process.wait(timeout_s)
+    except psutil.NoSuchProcess:
+        return None
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return None
+        except psutil.NoSuchProcess:
+            return None
+        if time.monotonic() > deadline:
+            raise psutil.TimeoutExpired(timeout_s, process.pid)
+        time.sleep(0.05)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -144,16 +143,9 @@ def stop_unused(kind: str) -> bool:
 
 
 def _stop(warm: WarmProcess, timeout_s: float = 10.0) -> None:
-    import psutil
+    from trainer import server
 
-    try:
-        process = psutil.Process(warm.pid)
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout_s)
-    except psutil.NoSuchProcess:
-        pass
-    except psutil.TimeoutExpired:
-        process.kill()
+    server.stop_server(warm.pid, timeout_s=timeout_s)
     shutil.rmtree(warm.folder, ignore_errors=True)
 
 
