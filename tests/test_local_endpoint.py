@@ -7,7 +7,7 @@ import sys
 import pytest
 import requests
 
-from trainer import local_endpoint, schema
+from trainer import local_endpoint, schema, server
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ def test_deploy_predict_replace_stop(state_dir, lab_model_dir, dated_model_dir, 
     # A second deploy under the same name replaces the model and keeps the port.
     second = local_endpoint.deploy(str(dated_model_dir), "test-endpoint")
     assert second.port == first.port and second.pid != first.pid
-    assert not local_endpoint._pid_alive(first.pid)
+    assert not server.pid_alive(first.pid)
     metadata = requests.get(second.base_url + "/v1/models/taxifare", timeout=5).json()
     assert "pickup_datetime" in json.dumps(metadata)
 

@@ -11,7 +11,7 @@ import psutil
 import pytest
 import requests
 
-from trainer import local_endpoint, schema, validate_smoke, warm
+from trainer import local_endpoint, schema, server, validate_smoke, warm
 from trainer.validate_result import SmokeResult
 
 
@@ -31,7 +31,7 @@ def _wait(condition, timeout_s: float = 90.0) -> None:
 
 
 def _gone(pid: int) -> bool:
-    return not local_endpoint._pid_alive(pid)
+    return not server.pid_alive(pid)
 
 
 @pytest.mark.slow

@@ -15,8 +15,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import psutil
-
 from trainer import server, warm
 
 log = logging.getLogger(__name__)
@@ -43,7 +41,7 @@ class LocalEndpoint:
         return self.base_url + server.DEFAULT_PREDICT_ROUTE
 
     def alive(self) -> bool:
-        return _pid_alive(self.pid)
+        return server.pid_alive(self.pid)
 
 
 def state_dir() -> Path:
@@ -58,13 +56,6 @@ def _state_file(name: str) -> Path:
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"endpoint name {name!r} must be a plain, non-empty name")
     return state_dir() / f"{name}.json"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _port_free(host: str, port: int) -> bool:

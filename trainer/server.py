@@ -277,16 +277,21 @@ def start_server(
     return _wait_healthy(process, process.pid, host, port_file, routes, log_path, timeout_s)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether the process runs: neither gone nor a zombie (exited, waiting for its parent to reap it)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _exit_code(process: subprocess.Popen | None, pid: int) -> int | None:
     """The server's exit code once it has exited (-1 when it is not a child of this process)."""
     if process is not None:
         return process.poll()
-    import psutil
-
-    try:
-        return -1 if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE else None
-    except psutil.NoSuchProcess:
-        return -1
+    return None if pid_alive(pid) else -1
 
 
 def _wait_healthy(

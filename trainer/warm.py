@@ -65,12 +65,9 @@ class WarmProcess:
         tmp.replace(Path(self.folder) / REQUEST)
 
     def alive(self) -> bool:
-        import psutil
+        from trainer import server
 
-        try:
-            return psutil.Process(self.pid).status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return False
+        return server.pid_alive(self.pid)
 
 
 def _env(kind: str) -> dict[str, str]:

@@ -164,8 +164,8 @@ def run_local(
     try:
         os.environ["TAXIFARE_STATE_DIR"] = str(workdir / "state")
         if any(name == "validate" for name, _ in dag):
-            # validate's smoke run hands the trainer's command line to a process that has imported
-            # TensorFlow while the emulator started and ingest ran (trainer.warm).
+            # validate hands its whole smoke run to a process that has imported TensorFlow while
+            # the emulator started and ingest ran (trainer.warm).
             warm.prestart("trainer")
         emulator.start()
         os.environ.update(emulator.env())
